@@ -1,0 +1,23 @@
+//! Generated code for the `{{proto_package}}` protobuf package, and the service's identity.
+//!
+//! The aliases below let the server and client crates name the service without its rendered name.
+#![allow(missing_docs, unreachable_pub, clippy::all)] // Generated code follows prost's style.
+
+tonic::include_proto!("{{proto_package}}");
+
+pub use {{service_snake}}_client::{{service_name}}Client as ServiceClient;
+pub use {{service_snake}}_server::{
+    {{service_name}} as Service, {{service_name}}Server as ServiceServer,
+};
+
+/// `service.name` of the server process (`OTEL_SERVICE_NAME` overrides it).
+pub const SERVICE_NAME: &str = "{{service_kebab}}";
+
+/// Prefix of the service's own metrics (`{{metric_prefix}}.requests.total`, ...).
+pub const METRIC_PREFIX: &str = "{{metric_prefix}}";
+
+/// The port the server listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = {{port}};
+
+/// The encoded descriptor set of the package, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
