@@ -7,11 +7,11 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter};
+use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 /// Writes spans, log records and metrics to stderr as JSON lines.
 #[derive(Debug, Default, Clone, Copy)]

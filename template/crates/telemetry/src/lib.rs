@@ -15,6 +15,8 @@ pub mod grpc;
 mod providers;
 pub mod settings;
 mod subscriber;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::time::Duration;
 
@@ -44,12 +46,15 @@ pub fn init(service_name: &str, service_version: &str) -> Result<TelemetryGuard,
     Telemetry::builder(service_name, service_version).init()
 }
 
+/// Reads one environment variable.
+type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+
 /// Options for [`init`], for binaries and tests that need more than the defaults.
 pub struct Telemetry {
     service_name: String,
     service_version: String,
     writer: Option<BoxMakeWriter>,
-    env: Box<dyn Fn(&str) -> Option<String>>,
+    env: EnvLookup,
     span_lines: Option<bool>,
 }
 
@@ -181,7 +186,9 @@ impl TelemetryGuard {
     /// Exports everything buffered so far, without shutting down. Blocks: call it from
     /// `spawn_blocking` or a plain thread, never from a runtime worker.
     pub fn flush(&self) {
-        let Some(providers) = &self.providers else { return };
+        let Some(providers) = &self.providers else {
+            return;
+        };
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 if let Some(p) = &providers.tracer {

@@ -40,7 +40,11 @@ pub(crate) fn resource(service_name: &str, service_version: &str) -> Resource {
 
 /// Builds what `settings` asks for. An exporter that cannot be built (an https endpoint in a build
 /// without TLS, say) leaves its signal off with a warning: telemetry never stops the service.
-pub(crate) fn build(settings: &Settings, resource: &Resource, warnings: &mut Vec<String>) -> Providers {
+pub(crate) fn build(
+    settings: &Settings,
+    resource: &Resource,
+    warnings: &mut Vec<String>,
+) -> Providers {
     let mut providers = Providers::default();
     if settings.sdk_disabled {
         return providers;
@@ -73,7 +77,11 @@ pub(crate) fn build(settings: &Settings, resource: &Resource, warnings: &mut Vec
     providers
 }
 
-fn export_warning(signal: &str, settings: &SignalSettings, error: &dyn std::fmt::Display) -> String {
+fn export_warning(
+    signal: &str,
+    settings: &SignalSettings,
+    error: &dyn std::fmt::Display,
+) -> String {
     format!(
         "the OTLP {signal} exporter for {} could not be built ({error}); {signal} are not exported",
         settings.endpoint
@@ -152,22 +160,26 @@ impl Providers {
             .name("telemetry-shutdown".into())
             .spawn(move || {
                 let deadline = Instant::now() + budget;
-                let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                let left = || {
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(100))
+                };
                 let mut problems = Vec::new();
-                if let Some(p) = self.tracer {
-                    if let Err(e) = p.shutdown_with_timeout(left()) {
-                        problems.push(format!("traces: {e}"));
-                    }
+                if let Some(p) = self.tracer
+                    && let Err(e) = p.shutdown_with_timeout(left())
+                {
+                    problems.push(format!("traces: {e}"));
                 }
-                if let Some(p) = self.logger {
-                    if let Err(e) = p.shutdown_with_timeout(left()) {
-                        problems.push(format!("logs: {e}"));
-                    }
+                if let Some(p) = self.logger
+                    && let Err(e) = p.shutdown_with_timeout(left())
+                {
+                    problems.push(format!("logs: {e}"));
                 }
-                if let Some(p) = self.meter {
-                    if let Err(e) = p.shutdown_with_timeout(left()) {
-                        problems.push(format!("metrics: {e}"));
-                    }
+                if let Some(p) = self.meter
+                    && let Err(e) = p.shutdown_with_timeout(left())
+                {
+                    problems.push(format!("metrics: {e}"));
                 }
                 problems
             });

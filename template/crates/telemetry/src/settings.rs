@@ -134,8 +134,11 @@ impl Settings {
         let traces = reader.signal(Signal::Traces, defaults);
         let metrics = reader.signal(Signal::Metrics, defaults);
         let logs = reader.signal(Signal::Logs, defaults);
-        let metric_export_interval =
-            reader.millis("OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_METRIC_INTERVAL, false);
+        let metric_export_interval = reader.millis(
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            DEFAULT_METRIC_INTERVAL,
+            false,
+        );
         for name in [
             "OTEL_BSP_SCHEDULE_DELAY",
             "OTEL_BSP_MAX_QUEUE_SIZE",
@@ -149,7 +152,10 @@ impl Settings {
         reader.check_sampler();
         reader.check_headers("OTEL_EXPORTER_OTLP_HEADERS");
         for signal in [Signal::Traces, Signal::Metrics, Signal::Logs] {
-            reader.check_headers(&format!("OTEL_EXPORTER_OTLP_{}_HEADERS", signal.env_infix()));
+            reader.check_headers(&format!(
+                "OTEL_EXPORTER_OTLP_{}_HEADERS",
+                signal.env_infix()
+            ));
         }
         Self {
             sdk_disabled,
@@ -205,17 +211,27 @@ impl Reader<'_> {
             Ok(ms) if ms > 0 || zero_allowed => Duration::from_millis(ms),
             _ => {
                 let fallback = format!("the default {}", default.as_millis());
-                self.warn(name, &value, "expected a positive whole number of milliseconds", &fallback);
+                self.warn(
+                    name,
+                    &value,
+                    "expected a positive whole number of milliseconds",
+                    &fallback,
+                );
                 default
             }
         }
     }
 
     fn check_positive_integer(&mut self, name: &str) {
-        if let Some(value) = self.get(name) {
-            if !value.parse::<u64>().is_ok_and(|n| n > 0) {
-                self.warn(name, &value, "expected a positive whole number", "the SDK default");
-            }
+        if let Some(value) = self.get(name)
+            && !value.parse::<u64>().is_ok_and(|n| n > 0)
+        {
+            self.warn(
+                name,
+                &value,
+                "expected a positive whole number",
+                "the SDK default",
+            );
         }
     }
 
@@ -241,10 +257,17 @@ impl Reader<'_> {
         let infix = signal.env_infix();
         let exporter = self.exporter(&format!("OTEL_{infix}_EXPORTER"));
         let generic_protocol = self.protocol("OTEL_EXPORTER_OTLP_PROTOCOL", defaults.protocol);
-        let protocol = self.protocol(&format!("OTEL_EXPORTER_OTLP_{infix}_PROTOCOL"), generic_protocol);
+        let protocol = self.protocol(
+            &format!("OTEL_EXPORTER_OTLP_{infix}_PROTOCOL"),
+            generic_protocol,
+        );
         let endpoint = self.endpoint(signal, protocol, defaults);
         let generic_timeout = self.millis("OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_TIMEOUT, true);
-        let timeout = self.millis(&format!("OTEL_EXPORTER_OTLP_{infix}_TIMEOUT"), generic_timeout, true);
+        let timeout = self.millis(
+            &format!("OTEL_EXPORTER_OTLP_{infix}_TIMEOUT"),
+            generic_timeout,
+            true,
+        );
         SignalSettings {
             exporter,
             protocol,
@@ -316,7 +339,9 @@ impl Reader<'_> {
         // The generic endpoint is a base URL: OTLP/HTTP appends the signal's path to it.
         match protocol {
             Protocol::Grpc => base,
-            Protocol::HttpProtobuf => format!("{}{}", base.trim_end_matches('/'), signal.http_path()),
+            Protocol::HttpProtobuf => {
+                format!("{}{}", base.trim_end_matches('/'), signal.http_path())
+            }
         }
     }
 
@@ -332,13 +357,22 @@ impl Reader<'_> {
         if let Some(value) = self.get("OTEL_TRACES_SAMPLER") {
             if !SAMPLERS.contains(&value.as_str()) {
                 let problem = format!("expected one of {}", SAMPLERS.join(", "));
-                self.warn("OTEL_TRACES_SAMPLER", &value, &problem, "parentbased_always_on");
-            } else if value.ends_with("traceidratio") {
-                if let Some(arg) = self.get("OTEL_TRACES_SAMPLER_ARG") {
-                    if !arg.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)) {
-                        self.warn("OTEL_TRACES_SAMPLER_ARG", &arg, "expected a ratio from 0 to 1", "1.0");
-                    }
-                }
+                self.warn(
+                    "OTEL_TRACES_SAMPLER",
+                    &value,
+                    &problem,
+                    "parentbased_always_on",
+                );
+            } else if value.ends_with("traceidratio")
+                && let Some(arg) = self.get("OTEL_TRACES_SAMPLER_ARG")
+                && !arg.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r))
+            {
+                self.warn(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    &arg,
+                    "expected a ratio from 0 to 1",
+                    "1.0",
+                );
             }
         }
     }
@@ -359,7 +393,9 @@ impl Reader<'_> {
                     let key = key.trim();
                     if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
                         Some(format!("has an invalid header name {key:?}"))
-                    } else if val.trim().is_empty() || http::HeaderValue::from_str(val.trim()).is_err() {
+                    } else if val.trim().is_empty()
+                        || http::HeaderValue::from_str(val.trim()).is_err()
+                    {
                         Some(format!("({key}) has an empty or invalid value"))
                     } else {
                         None
@@ -406,7 +442,9 @@ mod tests {
     #[track_caller]
     fn settings(vars: &[(&str, &str)]) -> Settings {
         Settings::from_lookup(DEFAULTS, |name| {
-            vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
         })
     }
 
@@ -426,7 +464,10 @@ mod tests {
         let s = settings(&[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
-            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://logs:9999/custom"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "http://logs:9999/custom",
+            ),
         ]);
         assert_eq!(s.traces.endpoint, "http://c:4318/v1/traces");
         assert_eq!(s.metrics.endpoint, "http://c:4318/v1/metrics");
@@ -479,7 +520,10 @@ mod tests {
 
     #[test]
     fn header_warnings_never_print_values() {
-        let s = settings(&[("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret,broken,bad key=x")]);
+        let s = settings(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=s3cret,broken,bad key=x",
+        )]);
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
         assert!(!s.warnings.join(" ").contains("s3cret"));
     }

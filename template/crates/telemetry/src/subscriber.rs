@@ -20,15 +20,27 @@ use tracing_subscriber::registry::LookupSpan;
 /// Targets whose events and spans never become exported telemetry, whatever `RUST_LOG` says: the
 /// exporters' own transport would otherwise report on itself, export that, and so on
 /// (opentelemetry-rust#2877; measured at TRACE: a million spans in 12 s with no traffic).
-const TRANSPORT_TARGETS: [&str; 7] = ["h2", "hyper", "tonic", "tower", "reqwest", "opentelemetry", "rustls"];
+const TRANSPORT_TARGETS: [&str; 7] = [
+    "h2",
+    "hyper",
+    "tonic",
+    "tower",
+    "reqwest",
+    "opentelemetry",
+    "rustls",
+];
 
 /// `RUST_LOG` when it is unset: the service at INFO, the SDK's own diagnostics at WARN.
-pub(crate) const DEFAULT_FILTER: &str = "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
+pub(crate) const DEFAULT_FILTER: &str =
+    "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
 
 fn is_transport(target: &str) -> bool {
     TRANSPORT_TARGETS.iter().any(|prefix| {
         target.strip_prefix(prefix).is_some_and(|rest| {
-            rest.is_empty() || rest.starts_with("::") || rest.starts_with('_') || rest.starts_with('-')
+            rest.is_empty()
+                || rest.starts_with("::")
+                || rest.starts_with('_')
+                || rest.starts_with('-')
         })
     })
 }
@@ -47,7 +59,9 @@ fn exported_log(meta: &Metadata<'_>) -> bool {
 pub(crate) const SHUTDOWN_TARGET: &str = "telemetry::shutdown";
 
 fn default_filter() -> Targets {
-    DEFAULT_FILTER.parse().unwrap_or_else(|_| unreachable!("the default filter parses"))
+    DEFAULT_FILTER
+        .parse()
+        .unwrap_or_else(|_| unreachable!("the default filter parses"))
 }
 
 /// Parses `RUST_LOG` (`level`, `target=level`, comma-separated), keeping the default (and saying
@@ -56,7 +70,9 @@ pub(crate) fn log_filter(rust_log: Option<&str>, warnings: &mut Vec<String>) -> 
     match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
         None => default_filter(),
         Some(value) => value.parse().unwrap_or_else(|e| {
-            warnings.push(format!("RUST_LOG={value:?} is invalid ({e}); using {DEFAULT_FILTER:?}"));
+            warnings.push(format!(
+                "RUST_LOG={value:?} is invalid ({e}); using {DEFAULT_FILTER:?}"
+            ));
             default_filter()
         }),
     }
@@ -152,8 +168,12 @@ impl OtelIdsLayer {
         };
         let fields = callsite.metadata().fields();
         Self {
-            trace_id: fields.field("trace_id").unwrap_or_else(|| unreachable!("declared above")),
-            span_id: fields.field("span_id").unwrap_or_else(|| unreachable!("declared above")),
+            trace_id: fields
+                .field("trace_id")
+                .unwrap_or_else(|| unreachable!("declared above")),
+            span_id: fields
+                .field("span_id")
+                .unwrap_or_else(|| unreachable!("declared above")),
         }
     }
 }
@@ -180,7 +200,6 @@ where
         }
         extensions.insert(IdsRecorded);
     }
-
 }
 
 #[cfg(test)]
@@ -189,10 +208,23 @@ mod tests {
 
     #[test]
     fn transport_targets_match_on_crate_boundaries() {
-        for target in ["h2", "h2::codec", "hyper_util::client", "opentelemetry_sdk", "tonic::transport", "tower::buffer"] {
+        for target in [
+            "h2",
+            "h2::codec",
+            "hyper_util::client",
+            "opentelemetry_sdk",
+            "tonic::transport",
+            "tower::buffer",
+        ] {
             assert!(is_transport(target), "{target}");
         }
-        for target in ["telemetry", "h2o", "my_service_server", "towers", "tonicity"] {
+        for target in [
+            "telemetry",
+            "h2o",
+            "my_service_server",
+            "towers",
+            "tonicity",
+        ] {
             assert!(!is_transport(target), "{target}");
         }
     }

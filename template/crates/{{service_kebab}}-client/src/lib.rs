@@ -1,6 +1,8 @@
 //! A typed client for the service: connects with a timeout, and every call goes through the
 //! telemetry layer (CLIENT span, W3C trace propagation, client metrics).
 
+pub mod load;
+
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -49,7 +51,10 @@ impl Client {
             Some("https") => uri.port_u16().unwrap_or(443),
             _ => return Err(invalid("expected an http:// or https:// URL")),
         };
-        let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?.to_owned();
+        let host = uri
+            .host()
+            .ok_or_else(|| invalid("the URL has no host"))?
+            .to_owned();
         let endpoint = Endpoint::from_shared(address.to_owned())
             .map_err(|_| invalid("not a valid endpoint"))?
             .connect_timeout(timeout);
@@ -74,13 +79,19 @@ impl Client {
     }
 
     /// Calls `ProcessRequest` with `id`.
-    pub async fn process_request(&mut self, id: impl Into<String>) -> Result<MyResponse, tonic::Status> {
+    pub async fn process_request(
+        &mut self,
+        id: impl Into<String>,
+    ) -> Result<MyResponse, tonic::Status> {
         let id = id.into();
         let mut request = tonic::Request::new(MyRequest { id: id.clone() });
         request
             .extensions_mut()
             .insert(SpanAttributes(vec![KeyValue::new("request.id", id)]));
-        self.inner.process_request(request).await.map(tonic::Response::into_inner)
+        self.inner
+            .process_request(request)
+            .await
+            .map(tonic::Response::into_inner)
     }
 }
 

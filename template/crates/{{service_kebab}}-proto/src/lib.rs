@@ -6,12 +6,14 @@
 tonic::include_proto!("{{proto_package}}");
 
 pub use {{service_snake}}_client::{{service_name}}Client as ServiceClient;
-pub use {{service_snake}}_server::{
-    {{service_name}} as Service, {{service_name}}Server as ServiceServer,
-};
+pub use {{service_snake}}_server::{{service_name}} as Service;
+pub use {{service_snake}}_server::{{service_name}}Server as ServiceServer;
 
 /// `service.name` of the server process (`OTEL_SERVICE_NAME` overrides it).
 pub const SERVICE_NAME: &str = "{{service_kebab}}";
+
+/// The fully qualified gRPC service name, as in `rpc.method`.
+pub const GRPC_SERVICE: &str = "{{proto_package}}.{{service_name}}";
 
 /// Prefix of the service's own metrics (`{{metric_prefix}}.requests.total`, ...).
 pub const METRIC_PREFIX: &str = "{{metric_prefix}}";

@@ -52,6 +52,8 @@ impl Config {
 fn parse_rate(value: &str) -> Result<f64, String> {
     match value.trim().parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
-        _ => Err(format!("{value:?} is not a fraction from 0 to 1 (e.g. 0.05)")),
+        _ => Err(format!(
+            "{value:?} is not a fraction from 0 to 1 (e.g. 0.05)"
+        )),
     }
 }

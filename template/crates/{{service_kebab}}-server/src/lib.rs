@@ -21,9 +21,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let address = listener.local_addr().context("the listener has no address")?;
+    let address = listener
+        .local_addr()
+        .context("the listener has no address")?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<proto::ServiceServer<service::Handler>>().await;
+    health
+        .set_serving::<proto::ServiceServer<service::Handler>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -35,7 +39,9 @@ pub async fn run(
     let signal = async move {
         shutdown.await;
         tracing::info!("Shutdown requested: refusing new connections, draining in-flight calls");
-        health.set_not_serving::<proto::ServiceServer<service::Handler>>().await;
+        health
+            .set_not_serving::<proto::ServiceServer<service::Handler>>()
+            .await;
         let _ = draining_tx.send(());
     };
     let serve = tonic::transport::Server::builder()

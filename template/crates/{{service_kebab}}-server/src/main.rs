@@ -7,7 +7,10 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let config = server::Config::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the Tokio runtime: {error}");
@@ -15,7 +18,9 @@ fn main() -> ExitCode {
         }
     };
     // The gRPC exporters run their I/O on this runtime, so telemetry starts inside it.
-    let telemetry = match runtime.block_on(async { telemetry::init(proto::SERVICE_NAME, env!("CARGO_PKG_VERSION")) }) {
+    let telemetry = match runtime
+        .block_on(async { telemetry::init(proto::SERVICE_NAME, env!("CARGO_PKG_VERSION")) })
+    {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("error: cannot start telemetry: {error}");
@@ -35,5 +40,9 @@ fn main() -> ExitCode {
     }
     // Flush telemetry from this thread, not a runtime worker, while the runtime still runs.
     drop(telemetry);
-    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

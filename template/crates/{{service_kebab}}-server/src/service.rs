@@ -27,7 +27,11 @@ impl Handler {
         }
     }
 
-    async fn business_logic(&self, request: &MyRequest, started: Instant) -> Result<MyResponse, ProcessError> {
+    async fn business_logic(
+        &self,
+        request: &MyRequest,
+        started: Instant,
+    ) -> Result<MyResponse, ProcessError> {
         let result = self.answer(request).await;
         match &result {
             Ok(_) => tracing::info!(
@@ -71,7 +75,9 @@ impl Handler {
         tracing::info!("Executing database query");
         tokio::time::sleep(self.db_latency).await;
         if self.failure_rate > 0.0 && fastrand::f64() < self.failure_rate {
-            return Err(ProcessError::Database("connection reset (injected failure)".into()));
+            return Err(ProcessError::Database(
+                "connection reset (injected failure)".into(),
+            ));
         }
         Ok("success".into())
     }
@@ -79,7 +85,10 @@ impl Handler {
 
 #[tonic::async_trait]
 impl proto::Service for Handler {
-    async fn process_request(&self, request: Request<MyRequest>) -> Result<Response<MyResponse>, Status> {
+    async fn process_request(
+        &self,
+        request: Request<MyRequest>,
+    ) -> Result<Response<MyResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
         // The current span is the SERVER span the telemetry layer opened for this call.
@@ -87,7 +96,10 @@ impl proto::Service for Handler {
         tracing::info!("Processing request: {}", request.id);
 
         let span = tracing::info_span!("process-business-logic", request.id = %request.id);
-        let response = self.business_logic(&request, started).instrument(span).await?;
+        let response = self
+            .business_logic(&request, started)
+            .instrument(span)
+            .await?;
         Ok(Response::new(response))
     }
 }

@@ -108,7 +108,9 @@ where
             server.address = &*self.layer.server_address,
             server.port = self.layer.server_port,
         );
-        if let Some(SpanAttributes(attributes)) = request.extensions_mut().remove::<SpanAttributes>() {
+        if let Some(SpanAttributes(attributes)) =
+            request.extensions_mut().remove::<SpanAttributes>()
+        {
             for attribute in attributes {
                 span.set_attribute(attribute.key, attribute.value);
             }

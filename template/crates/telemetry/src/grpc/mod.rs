@@ -160,7 +160,11 @@ impl CallRecord {
         let failed = code != Code::Ok;
         let code_name = code_name(code);
         let unknown_method = side == Side::Server && code == Code::Unimplemented;
-        let rpc_method: Arc<str> = if unknown_method { Arc::from(OTHER) } else { Arc::clone(&self.path.full) };
+        let rpc_method: Arc<str> = if unknown_method {
+            Arc::from(OTHER)
+        } else {
+            Arc::clone(&self.path.full)
+        };
 
         self.span.record(attr::RPC_STATUS_CODE, code_name);
         if failed {
@@ -169,7 +173,8 @@ impl CallRecord {
         if unknown_method {
             self.span.record("otel.name", "grpc.server._OTHER");
             self.span.record(attr::RPC_METHOD, OTHER);
-            self.span.set_attribute("rpc.method_original", self.path.full.to_string());
+            self.span
+                .set_attribute("rpc.method_original", self.path.full.to_string());
         }
         // Server spans are errors only for the codes that mean the server failed; a client span
         // is an error for any code but OK (semconv docs/rpc/grpc.md).
@@ -187,12 +192,17 @@ impl CallRecord {
         };
         if span_error {
             self.span
-                .set_status(opentelemetry::trace::Status::error(format!("{code_name}: {message}")));
+                .set_status(opentelemetry::trace::Status::error(format!(
+                    "{code_name}: {message}"
+                )));
         }
 
         let mut rpc_attrs = vec![
             KeyValue::new(attr::RPC_SYSTEM_NAME, "grpc"),
-            KeyValue::new(attr::RPC_METHOD, opentelemetry::StringValue::from(rpc_method)),
+            KeyValue::new(
+                attr::RPC_METHOD,
+                opentelemetry::StringValue::from(rpc_method),
+            ),
             KeyValue::new(attr::RPC_STATUS_CODE, code_name),
         ];
         if failed {
@@ -203,7 +213,11 @@ impl CallRecord {
         let error = if failed { "true" } else { "false" };
         let seed_attrs = match side {
             Side::Server => {
-                let method = if unknown_method { OTHER } else { self.path.method() };
+                let method = if unknown_method {
+                    OTHER
+                } else {
+                    self.path.method()
+                };
                 let method = KeyValue::new("method", method.to_owned());
                 if let Some(active) = &self.instruments.active {
                     active.add(-1, std::slice::from_ref(&method));
@@ -231,7 +245,10 @@ impl CallRecord {
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
-        self.finish(Code::Cancelled, "the call ended before its status was known");
+        self.finish(
+            Code::Cancelled,
+            "the call ended before its status was known",
+        );
     }
 }
 
@@ -247,7 +264,9 @@ pin_project_lite::pin_project! {
 
 impl<B> std::fmt::Debug for TracedBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TracedBody").field("pending", &self.record.is_some()).finish()
+        f.debug_struct("TracedBody")
+            .field("pending", &self.record.is_some())
+            .finish()
     }
 }
 
@@ -267,10 +286,10 @@ where
         if let Some(record) = this.record {
             match &frame {
                 Some(Ok(frame)) => {
-                    if let Some(trailers) = frame.trailers_ref() {
-                        if !record.finish_from_headers(trailers) {
-                            record.finish(Code::Unknown, "trailers without grpc-status");
-                        }
+                    if let Some(trailers) = frame.trailers_ref()
+                        && !record.finish_from_headers(trailers)
+                    {
+                        record.finish(Code::Unknown, "trailers without grpc-status");
                     }
                 }
                 Some(Err(error)) => record.finish(Code::Unknown, &error.to_string()),
@@ -318,7 +337,10 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 // Errors arrive "trailers-only": the status is in the headers and the body is empty.
-                if record.as_mut().is_some_and(|r| r.finish_from_headers(response.headers())) {
+                if record
+                    .as_mut()
+                    .is_some_and(|r| r.finish_from_headers(response.headers()))
+                {
                     record = None;
                 }
                 Ok(response.map(|inner| TracedBody { inner, record }))

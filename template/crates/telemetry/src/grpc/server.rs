@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use opentelemetry::propagation::Extractor;
 use opentelemetry_http::HeaderExtractor;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
@@ -125,7 +126,7 @@ where
         }
         // A missing or malformed traceparent yields an empty context: the span starts a new trace.
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderExtractor(request.headers()))
+            propagator.extract(&StrictExtractor(HeaderExtractor(request.headers())))
         });
         if let Err(error) = span.set_parent(parent) {
             tracing::debug!(%error, "could not continue the caller's trace");
@@ -135,6 +136,69 @@ where
         ResponseFuture {
             inner: self.inner.call(request).instrument(span),
             record: Some(record),
+        }
+    }
+}
+
+/// Hides a `traceparent` that is not well-formed W3C trace context from the propagator: the SDK's
+/// parser checks neither field lengths nor hex digits' count, so `00-<30 hex digits>-...` would
+/// otherwise become the parent of the call (found by this template's tests).
+struct StrictExtractor<'a>(HeaderExtractor<'a>);
+
+impl Extractor for StrictExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let value = self.0.get(key)?;
+        (key != "traceparent" || well_formed_traceparent(value)).then_some(value)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys()
+    }
+}
+
+/// `version-traceid-parentid-flags`: 2, 32, 16 and 2 lowercase hex digits; version `ff` is invalid
+/// and version `00` has exactly four fields (later versions may append more).
+fn well_formed_traceparent(value: &str) -> bool {
+    let fields: Vec<&str> = value.trim().split('-').collect();
+    let hex = |field: &str, len: usize| {
+        field.len() == len
+            && field
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    fields.len() >= 4
+        && hex(fields[0], 2)
+        && fields[0] != "ff"
+        && (fields[0] != "00" || fields.len() == 4)
+        && hex(fields[1], 32)
+        && hex(fields[2], 16)
+        && hex(fields[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::well_formed_traceparent;
+
+    #[test]
+    fn only_well_formed_traceparents_pass() {
+        assert!(well_formed_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(well_formed_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
+        ));
+        for bad in [
+            "",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902-01",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+        ] {
+            assert!(!well_formed_traceparent(bad), "{bad:?}");
         }
     }
 }
