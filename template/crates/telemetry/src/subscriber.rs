@@ -4,10 +4,15 @@
 //! `RUST_LOG` filters logs (stdout and exported), not traces: spans at INFO and above always exist,
 //! so `RUST_LOG=warn` quietens a busy service without breaking its traces or the ids on its lines.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::callsite::Callsite as _;
+use tracing::callsite::Identifier;
 use tracing::field::{Field, Visit as _};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -114,6 +119,7 @@ where
         .with(BunyanLines {
             inner: BunyanFormattingLayer::new(name, writer),
             span_lines,
+            repeats: Repeats::default(),
         })
         .with(logs)
 }
@@ -123,6 +129,34 @@ where
 struct BunyanLines<W: for<'a> MakeWriter<'a> + 'static> {
     inner: BunyanFormattingLayer<W>,
     span_lines: bool,
+    repeats: Repeats,
+}
+
+/// How often one SDK or transport diagnostic may be written: a dead collector makes the exporters
+/// fail every batch, and that is one problem, not a line per second.
+const REPEAT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When each SDK or transport warning last reached stdout, by callsite.
+#[derive(Default)]
+struct Repeats(Mutex<HashMap<Identifier, Instant>>);
+
+impl Repeats {
+    /// Whether this event may be written now. Only SDK and transport warnings are limited; the
+    /// service's own lines always pass, without taking the lock.
+    fn admit(&self, meta: &Metadata<'_>) -> bool {
+        if !is_transport(meta.target()) || *meta.level() > Level::WARN {
+            return true;
+        }
+        let now = Instant::now();
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.get(&meta.callsite()) {
+            Some(at) if now.duration_since(*at) < REPEAT_INTERVAL => false,
+            _ => {
+                last.insert(meta.callsite(), now);
+                true
+            }
+        }
+    }
 }
 
 impl<S, W> Layer<S> for BunyanLines<W>
@@ -131,7 +165,9 @@ where
     W: for<'a> MakeWriter<'a> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        self.inner.on_event(event, ctx);
+        if self.repeats.admit(event.metadata()) {
+            self.inner.on_event(event, ctx);
+        }
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {

@@ -3,6 +3,7 @@
 
 mod config;
 mod error;
+mod limits;
 mod service;
 
 use std::future::Future;
@@ -46,6 +47,7 @@ pub async fn run(
     };
     let serve = tonic::transport::Server::builder()
         .layer(telemetry::grpc::GrpcServerLayer::new(proto::METRIC_PREFIX))
+        .layer(limits::MessageLimitLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)

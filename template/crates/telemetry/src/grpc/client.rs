@@ -106,7 +106,7 @@ where
             rpc.status_code = Empty,
             error.type = Empty,
             server.address = &*self.layer.server_address,
-            server.port = self.layer.server_port,
+            server.port = i64::from(self.layer.server_port),
         );
         if let Some(SpanAttributes(attributes)) =
             request.extensions_mut().remove::<SpanAttributes>()

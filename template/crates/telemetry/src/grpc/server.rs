@@ -122,7 +122,7 @@ where
             .and_then(|info| info.remote_addr())
         {
             span.record("network.peer.address", peer.ip().to_string());
-            span.record("network.peer.port", peer.port());
+            span.record("network.peer.port", i64::from(peer.port()));
         }
         // A missing or malformed traceparent yields an empty context: the span starts a new trace.
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {

@@ -112,3 +112,21 @@ async fn a_failing_database_is_unavailable_and_a_server_error() {
     );
     app.stop();
 }
+
+#[tokio::test]
+async fn an_oversized_message_is_resource_exhausted() {
+    let mut app = spawn_app_with(|config| config.max_message_bytes = 1024).await;
+    let status = app
+        .client
+        .process_request("x".repeat(4096))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // The server keeps serving after refusing it.
+    let id = unique_id("after-oversize");
+    assert_eq!(
+        app.client.process_request(id).await.unwrap().result,
+        "success"
+    );
+    app.stop();
+}

@@ -152,3 +152,49 @@ async fn transport_events_never_feed_back_into_exported_telemetry() {
         logs.first()
     );
 }
+
+#[tokio::test]
+async fn a_dead_collector_is_reported_once_not_per_export() {
+    // A port that was free a moment ago: connections to it are refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let endpoint = format!("http://{dead}");
+    let server = ServerProcess::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let mut client = client::Client::connect(&server.url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let response = client.process_request(unique_id("dead")).await;
+        assert!(
+            response.is_ok(),
+            "a dead collector never fails a call: {response:?}"
+        );
+    }
+    let lines = server.terminate().await;
+
+    let mut seen = std::collections::HashMap::new();
+    for line in &lines {
+        let target = line["target"].as_str().unwrap_or_default();
+        if target.starts_with("opentelemetry") {
+            let at = (
+                target.to_owned(),
+                line["file"].to_string(),
+                line["line"].to_string(),
+            );
+            *seen.entry(at).or_insert(0) += 1;
+        }
+    }
+    assert!(!seen.is_empty(), "the export failure is reported");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "repeated export diagnostics: {seen:?}"
+    );
+}
