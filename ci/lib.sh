@@ -1,0 +1,61 @@
+# Shared by the CI scripts: where things are, and installing what is missing (and only that).
+# Source it; it sets `set -euo pipefail`.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The cargo-generate that CI proves; newer releases are supported too (see cargo-generate.toml).
+CARGO_GENERATE_PIN=0.23.14
+# Renders live outside the repository (nested workspaces confuse cargo) and share one target dir,
+# so dependencies build once for every render.
+WORK=${CI_WORK:-${TMPDIR:-/tmp}/cg-template-ci}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TMPDIR:-/tmp}/cg-template-target}
+ROTEL_VENV=${ROTEL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/rotel-venv}
+CARGO_GENERATE=${CARGO_GENERATE:-cargo-generate}
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs "$@", then says how long it took.
+timed() {
+    local start=$SECONDS
+    "$@"
+    printf '    (%s: %ds)\n' "$1" $((SECONDS - start)) >&2
+}
+
+ensure_cargo_generate() {
+    if command -v "$CARGO_GENERATE" >/dev/null 2>&1; then
+        local have
+        have=$("$CARGO_GENERATE" --version 2>/dev/null | awk '{print $2}')
+        [[ $have == "$CARGO_GENERATE_PIN" || ${CARGO_GENERATE_ANY:-} == 1 ]] && return 0
+        printf 'cargo-generate %s found; CI proves %s\n' "$have" "$CARGO_GENERATE_PIN" >&2
+    fi
+    step "installing cargo-generate $CARGO_GENERATE_PIN (3-6 minutes, once)"
+    cargo install "cargo-generate@$CARGO_GENERATE_PIN" --locked
+    CARGO_GENERATE=cargo-generate
+}
+
+ensure_rotel() {
+    if [[ ! -x $ROTEL_VENV/bin/python ]] || ! "$ROTEL_VENV/bin/python" -c 'import rotel' 2>/dev/null; then
+        step "installing rotel (an OpenTelemetry collector) into $ROTEL_VENV"
+        python3 -m venv "$ROTEL_VENV"
+        "$ROTEL_VENV/bin/pip" install --quiet rotel
+    fi
+    export ROTEL_VENV
+}
+
+ensure_h2load() {
+    command -v h2load >/dev/null 2>&1 && return 0
+    step "installing h2load (Debian nghttp2-client)"
+    local sudo=
+    [[ $(id -u) == 0 ]] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq nghttp2-client >/dev/null
+}
+
+# render DEST NAME [cargo-generate args...]: renders the template into DEST/NAME, replacing it.
+render() {
+    local dest=$1 name=$2
+    shift 2
+    rm -rf "${dest:?}/$name"
+    mkdir -p "$dest"
+    (cd "$dest" && "$CARGO_GENERATE" generate --path "$REPO" --name "$name" --silent --vcs none "$@" >/dev/null)
+}

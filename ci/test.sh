@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every test of the template, as CI runs it (.ci/run calls this): installs what is missing, checks
+# the placeholders, renders the default service outside the repository, builds it with warnings as
+# errors, lints, tests, and runs the end-to-end scenarios against a real collector.
+# Environment: CI_WORK (renders, logs), CARGO_TARGET_DIR (shared by all renders),
+# E2E=0 to skip the end-to-end scenarios.
+source "$(dirname "$0")/lib.sh"
+started=$SECONDS
+
+step "tools"
+ensure_cargo_generate
+ensure_rotel
+ensure_h2load
+"$CARGO_GENERATE" --version
+rustc --version
+
+step "harness unit tests"
+python3 -m unittest discover -s "$REPO/ci/e2e" -p 'test_*.py'
+
+step "placeholder validation"
+timed bash "$REPO/ci/placeholders.sh"
+
+step "render the default service into $WORK/renders/acme"
+render "$WORK/renders" acme
+timed bash "$REPO/ci/check-render.sh" "$WORK/renders/acme"
+
+# A newer cargo-generate, where one is installed, must render the same files (CI proves the pin).
+if [[ -n ${CARGO_GENERATE_LATEST:-} && -x $CARGO_GENERATE_LATEST ]]; then
+    step "cross-check with $("$CARGO_GENERATE_LATEST" --version)"
+    CARGO_GENERATE=$CARGO_GENERATE_LATEST render "$WORK/renders-latest" acme
+    diff -r "$WORK/renders/acme" "$WORK/renders-latest/acme" --exclude=target --exclude=Cargo.lock \
+        && echo "identical renders"
+fi
+
+if [[ ${E2E:-1} != 0 ]]; then
+    step "end to end against rotel (release build)"
+    (cd "$WORK/renders/acme" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" timed cargo build --locked --release)
+    timed python3 "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
+fi
+
+printf '\nall template checks passed in %ds\n' $((SECONDS - started))
