@@ -25,7 +25,7 @@ timed() {
 ensure_cargo_generate() {
     if command -v "$CARGO_GENERATE" >/dev/null 2>&1; then
         local have
-        have=$("$CARGO_GENERATE" --version 2>/dev/null | awk '{print $2}')
+        have=$("$CARGO_GENERATE" --version 2>/dev/null | awk '{print $NF}')
         [[ $have == "$CARGO_GENERATE_PIN" || ${CARGO_GENERATE_ANY:-} == 1 ]] && return 0
         printf 'cargo-generate %s found; CI proves %s\n' "$have" "$CARGO_GENERATE_PIN" >&2
     fi
