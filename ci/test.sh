@@ -24,6 +24,11 @@ step "render the default service into $WORK/renders/acme"
 render "$WORK/renders" acme
 timed bash "$REPO/ci/check-render.sh" "$WORK/renders/acme"
 
+step "the same render through --git"
+(cd "$WORK" && rm -rf via-git && mkdir via-git && cd via-git \
+    && "$CARGO_GENERATE" generate --git "$REPO" --name acme --silent --vcs none >/dev/null)
+diff -r "$WORK/renders/acme" "$WORK/via-git/acme" --exclude=target && echo "identical to the --path render"
+
 # A newer cargo-generate, where one is installed, must render the same files (CI proves the pin).
 if [[ -n ${CARGO_GENERATE_LATEST:-} && -x $CARGO_GENERATE_LATEST ]]; then
     step "cross-check with $("$CARGO_GENERATE_LATEST" --version)"

@@ -72,7 +72,9 @@ __all__ = [
     "SpanEvent",
     "SpanLink",
     "Telemetry",
+    "BasicCounts",
     "find_rotel_agent",
+    "parse_basic_output",
     "parse_rotel_output",
     "parse_value",
 ]
@@ -715,6 +717,55 @@ def parse_rotel_output(text: str | Iterable[str]) -> Telemetry:
 
 
 # --------------------------------------------------------------------------------------------
+# Basic verbosity: one line per batch, counts only
+# --------------------------------------------------------------------------------------------
+
+# rotel 0.0.1-alpha10 at --debug-log-verbosity basic prints, per batch it receives (after ANSI
+# colour codes are removed):
+#   2026-11-23T23:52:53.356257Z  INFO Received traces. data_type="traces" resource_spans=1 spans=60
+_BASIC_RE = re.compile(r"\bReceived (\w+)\.\s+(.*)$")
+_BASIC_FIELD_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+@dataclasses.dataclass
+class BasicCounts:
+    """Totals of the numeric fields of every ``Received <type>.`` line, by data type:
+    ``counts["traces"]["spans"]``; ``batches`` counts the lines."""
+
+    counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    batches: dict[str, int] = dataclasses.field(default_factory=dict)
+    other_lines: int = 0
+
+    def get(self, data_type: str, field: str) -> int:
+        return self.counts.get(data_type, {}).get(field, 0)
+
+    @property
+    def spans(self) -> int:
+        return self.get("traces", "spans")
+
+
+def parse_basic_output(text: str | Iterable[str]) -> BasicCounts:
+    """Sum rotel's ``--debug-log-verbosity basic`` lines (cheap to print and to parse at any
+    rate, unlike ``detailed``)."""
+    out = BasicCounts()
+    lines = text.splitlines() if isinstance(text, str) else text
+    for line in lines:
+        m = _BASIC_RE.search(ANSI_RE.sub("", line))
+        if not m:
+            if line.strip():
+                out.other_lines += 1
+            continue
+        fields = dict(_BASIC_FIELD_RE.findall(m.group(2)))
+        data_type = fields.pop("data_type", m.group(1)).strip('"')
+        out.batches[data_type] = out.batches.get(data_type, 0) + 1
+        totals = out.counts.setdefault(data_type, {})
+        for key, raw in fields.items():
+            if raw.isdigit():
+                totals[key] = totals.get(key, 0) + int(raw)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Process management
 # --------------------------------------------------------------------------------------------
 
@@ -911,6 +962,19 @@ class Rotel:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return self.proc.returncode
+
+    def kill(self, timeout: float = 10.0) -> int | None:
+        """SIGKILL (a crashed collector: no flush, no goodbye on open connections) and reap it."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout)
+        return self.proc.returncode
+
+    def basic_counts(self) -> BasicCounts:
+        """Counts from the output so far (for ``verbosity="basic"``)."""
+        return parse_basic_output(self.read_output())
 
     def restart(self, timeout: float = 20.0, stop_timeout: float = 10.0) -> "Rotel":
         self.stop(stop_timeout)
