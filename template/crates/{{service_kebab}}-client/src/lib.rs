@@ -9,7 +9,7 @@ use opentelemetry::KeyValue;
 use telemetry::grpc::{GrpcClientLayer, GrpcClientService, SpanAttributes};
 use tonic::transport::{Channel, Endpoint};
 
-pub use proto::{MyRequest, MyResponse};
+pub use proto::{DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME};
 
 /// Why [`Client::connect`] failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,9 @@ mod health;
 mod helpers;
 mod logs;
 mod metrics;
+{%- if is_init %}
+mod neighbour;
+{%- endif %}
 mod process;
 mod propagation;
 mod shutdown;
