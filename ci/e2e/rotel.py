@@ -144,6 +144,7 @@ class Span(_Scoped):
     end_time_unix_nano: int = 0
     status_code: str = "UNSET"  # UNSET, OK, ERROR
     status_message: str = ""
+    trace_state: str = ""  # W3C tracestate, printed only when not empty
     attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
     events: list[SpanEvent] = dataclasses.field(default_factory=list)
     links: list[SpanLink] = dataclasses.field(default_factory=list)
@@ -335,7 +336,7 @@ def _strip_prefix(value: str, prefix: str) -> str:
 
 
 # Fixed-width fields: "    Trace ID       : abc" (DebugBuffer::log_attr, key padded to 15)
-_PADDED_FIELD_RE = re.compile(r"^    (Trace ID|Parent ID|ID|Name|Kind|Status code|Status message|Span ID)\s*: ?(.*)$")
+_PADDED_FIELD_RE = re.compile(r"^    (Trace ID|Parent ID|ID|Name|Kind|Status code|Status message|Span ID|TraceState)\s*: ?(.*)$")
 _ARROW_RE = re.compile(r"^(\s+)-> ([^:]*?): ?(.*)$")
 _HEADER_RE = re.compile(r"^([A-Za-z][A-Za-z ]*?) #(\d+)$")
 _KV_RE = re.compile(r"^([A-Za-z][A-Za-z ]*): ?(.*)$")
@@ -577,6 +578,9 @@ class _Parser:
                 s.status_code = _strip_prefix(raw, "STATUS_CODE_")
             elif key == "Status message":
                 self._set(s, "status_message", raw, False)
+                return True
+            elif key == "TraceState":
+                self._set(s, "trace_state", raw, False)
                 return True
             else:
                 return False
