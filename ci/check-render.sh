@@ -5,6 +5,21 @@ source "$(dirname "$0")/lib.sh"
 dir=${1:?usage: ci/check-render.sh DIR}
 cd "$dir"
 export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
+# A service added with --init brings crates the committed Cargo.lock does not list yet: cargo adds
+# them on the first build. Allow that, and only that: no locked dependency may change.
+if ! cargo metadata --locked --format-version 1 >/dev/null 2>&1; then
+    cp Cargo.lock "$WORK/Cargo.lock.before"
+    cargo metadata --format-version 1 >/dev/null
+    python3 - "$WORK/Cargo.lock.before" Cargo.lock <<'PY'
+import sys, tomllib
+before, after = ({(p["name"], p["version"], p.get("source")) for p in tomllib.load(open(f, "rb"))["package"]} for f in sys.argv[1:])
+changed = sorted(before - after)
+added = sorted(after - before)
+if changed or any(source for _, _, source in added):
+    sys.exit(f"Cargo.lock changed beyond the new local crates: removed {changed}, added {added}")
+print("Cargo.lock gained the new local crates:", ", ".join(name for name, _, _ in added))
+PY
+fi
 step "$(basename "$dir"): build (-D warnings, --locked)"
 timed cargo build --locked --all-targets
 step "$(basename "$dir"): clippy"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every test of the template, as CI runs it (.ci/run calls this): installs what is missing, checks
-# the placeholders, renders the default service outside the repository, builds it with warnings as
-# errors, lints, tests, and runs the end-to-end scenarios against a real collector.
+# the placeholders, renders every variant outside the repository (the default, HTTP/protobuf with
+# other names, a workspace with a second service added), fails on any difference from examples/,
+# builds each with warnings as errors, lints, tests, and runs the end-to-end scenarios against a
+# real collector.
 # Environment: CI_WORK (renders, logs), CARGO_TARGET_DIR (shared by all renders),
 # E2E=0 to skip the end-to-end scenarios.
 source "$(dirname "$0")/lib.sh"
@@ -20,26 +22,25 @@ python3 -m unittest discover -s "$REPO/ci/e2e" -p 'test_*.py'
 step "placeholder validation"
 timed bash "$REPO/ci/placeholders.sh"
 
-step "render the default service into $WORK/renders/acme"
-render "$WORK/renders" acme
-timed bash "$REPO/ci/check-render.sh" "$WORK/renders/acme"
+step "variants: render each of ci/variants/ outside the repository, compare with examples/, build, lint, test"
+timed bash "$REPO/ci/variants.sh"
+default=$WORK/variants/default/acme
 
 step "the same render through --git"
 (cd "$WORK" && rm -rf via-git && mkdir via-git && cd via-git \
-    && "$CARGO_GENERATE" generate --git "$REPO" --name acme --silent --vcs none >/dev/null)
-diff -r "$WORK/renders/acme" "$WORK/via-git/acme" --exclude=target && echo "identical to the --path render"
+    && CARGO_NAME="Template CI" CARGO_EMAIL="ci@example.invalid" \
+        "$CARGO_GENERATE" generate --git "$REPO" --name acme --silent --vcs none >/dev/null)
+diff -r "$REPO/examples/default" "$WORK/via-git/acme" && echo "identical to the --path render"
 
 # A newer cargo-generate, where one is installed, must render the same files (CI proves the pin).
 if [[ -n ${CARGO_GENERATE_LATEST:-} && -x $CARGO_GENERATE_LATEST ]]; then
     step "cross-check with $("$CARGO_GENERATE_LATEST" --version)"
-    CARGO_GENERATE=$CARGO_GENERATE_LATEST render "$WORK/renders-latest" acme
-    diff -r "$WORK/renders/acme" "$WORK/renders-latest/acme" --exclude=target --exclude=Cargo.lock \
-        && echo "identical renders"
+    CARGO_GENERATE=$CARGO_GENERATE_LATEST RENDER_ONLY=1 CI_WORK=$WORK/latest bash "$REPO/ci/variants.sh"
 fi
 
 if [[ ${E2E:-1} != 0 ]]; then
     step "end to end against rotel (release build)"
-    (cd "$WORK/renders/acme" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" timed cargo build --locked --release)
+    (cd "$default" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" timed cargo build --locked --release)
     timed python3 "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
 fi
 

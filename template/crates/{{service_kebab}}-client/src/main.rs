@@ -2,6 +2,9 @@
 //! `--requests`/`--duration`, loads the server and prints a summary. Its JSON log lines go to
 //! stderr, so stdout carries only the answer.
 
+// The library is named after the service; the rest of this crate calls it `client`.
+extern crate {{service_snake}}_client as client;
+
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -1,5 +1,8 @@
 //! Starts the server: read the configuration, start telemetry, bind, serve until SIGTERM/SIGINT.
 
+// The library is named after the service; the rest of this crate calls it `server`.
+extern crate {{service_snake}}_server as server;
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;

@@ -259,6 +259,8 @@ impl ServerProcess {
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                // The in-process receiver speaks OTLP/gRPC, whatever the rendered default.
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
                 .envs(env.iter().copied())
                 .stdout(std::fs::File::create(&stdout).unwrap())
                 .stderr(std::process::Stdio::inherit())

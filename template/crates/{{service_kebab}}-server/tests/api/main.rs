@@ -2,6 +2,9 @@
 //! exported to an in-process OTLP receiver. One test binary: a file per behaviour.
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test, with its location.
 
+// The library is named after the service; the tests call it `server`.
+extern crate {{service_snake}}_server as server;
+
 mod errors;
 mod health;
 mod helpers;

@@ -1,0 +1,189 @@
+//! The CLI: calls `ProcessRequest` once and prints the result and the trace id, or, with
+//! `--requests`/`--duration`, loads the server and prints a summary. Its JSON log lines go to
+//! stderr, so stdout carries only the answer.
+
+// The library is named after the service; the rest of this crate calls it `client`.
+extern crate my_service_client as client;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser as _;
+use client::load::{self, Amount};
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+#[derive(Debug, clap::Parser)]
+#[command(version, about)]
+struct Args {
+    /// Server URL [default: http://127.0.0.1:<the service's port>].
+    #[arg(long, env = "SERVER_ADDR")]
+    server: Option<String>,
+
+    /// Request id to send (in load mode: the prefix of the ids); random when omitted.
+    #[arg(long)]
+    id: Option<String>,
+
+    /// Seconds to wait for the connection.
+    #[arg(long, env = "CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    connect_timeout_secs: u64,
+
+    /// Load mode: send this many calls.
+    #[arg(long, conflicts_with = "duration")]
+    requests: Option<u64>,
+
+    /// Load mode: send calls for this long (30s, 500ms, 2m).
+    #[arg(long, value_parser = load::parse_duration)]
+    duration: Option<Duration>,
+
+    /// Load mode: calls in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+
+    /// Load mode: print the summary as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the Tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let service_name = format!("{}-client", proto::SERVICE_NAME);
+    let telemetry = runtime.block_on(async {
+        telemetry::Telemetry::builder(&service_name, env!("CARGO_PKG_VERSION"))
+            .writer(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
+                std::io::stderr,
+            ))
+            .init()
+    });
+    let telemetry = match telemetry {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: cannot start telemetry: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        let amount = match (args.requests, args.duration) {
+            (Some(n), _) => Some(Amount::Requests(n)),
+            (None, Some(d)) => Some(Amount::Duration(d)),
+            (None, None) => None,
+        };
+        match amount {
+            Some(amount) => load_server(&args, amount).await,
+            None => call_once(&args).await,
+        }
+    });
+    // Flush telemetry from this thread, not a runtime worker, while the runtime still runs.
+    drop(telemetry);
+    code
+}
+
+fn server(args: &Args) -> String {
+    args.server
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", proto::DEFAULT_PORT))
+}
+
+async fn call_once(args: &Args) -> ExitCode {
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let timeout = Duration::from_secs(args.connect_timeout_secs);
+
+    // The trace starts here, so its id can be printed whether the call succeeds or not.
+    let span = tracing::info_span!("cli.process_request");
+    let trace_id = span.context().span().span_context().trace_id();
+    let outcome = async {
+        let mut client = client::Client::connect(&server(args), timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        client.process_request(id).await.map_err(|status| {
+            format!(
+                "{}: {}",
+                telemetry::grpc::code_name(status.code()),
+                status.message()
+            )
+        })
+    }
+    .instrument(span)
+    .await;
+
+    match outcome {
+        Ok(response) => {
+            println!("result: {}", response.result);
+            println!("trace_id: {trace_id}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            eprintln!("trace_id: {trace_id}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn load_server(args: &Args, amount: Amount) -> ExitCode {
+    let timeout = Duration::from_secs(args.connect_timeout_secs);
+    let client = match client::Client::connect(&server(args), timeout).await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let progress = progress_bar(amount);
+    let tick = progress.clone();
+    let prefix = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("load-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let summary = load::run(
+        &client,
+        amount,
+        usize::from(args.concurrency),
+        &prefix,
+        move || tick.inc(1),
+    )
+    .await;
+    progress.finish_and_clear();
+    if args.json {
+        println!("{}", summary.to_json());
+    } else {
+        println!("{summary}");
+    }
+    if summary.ok == summary.requests {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A bar on a terminal; nothing when stderr is a pipe or a file (CI logs stay clean).
+fn progress_bar(amount: Amount) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match amount {
+        Amount::Requests(n) => indicatif::ProgressBar::new(n),
+        Amount::Duration(_) => indicatif::ProgressBar::new_spinner(),
+    };
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} calls {per_sec} [{elapsed}]")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

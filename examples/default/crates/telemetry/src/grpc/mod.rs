@@ -1,0 +1,379 @@
+//! Tower layers that give every gRPC call a span, metrics and a status, on both sides of the wire,
+//! so no handler or caller writes per-method telemetry. They follow the RPC semantic conventions
+//! (stable since semconv v1.45), defined here because the Rust semconv crate predates them.
+
+mod client;
+mod server;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use http_body::{Body, Frame, SizeHint};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use tonic::Code;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+pub use client::{GrpcClientLayer, GrpcClientService, SpanAttributes};
+pub use server::{GrpcServerLayer, GrpcServerService};
+
+/// Semantic-convention attribute names.
+mod attr {
+    pub(super) const RPC_SYSTEM_NAME: &str = "rpc.system.name";
+    pub(super) const RPC_METHOD: &str = "rpc.method";
+    pub(super) const RPC_STATUS_CODE: &str = "rpc.status_code";
+    pub(super) const ERROR_TYPE: &str = "error.type";
+}
+
+/// `rpc.method` for calls to methods the server does not know: raw paths are unbounded.
+const OTHER: &str = "_OTHER";
+
+/// Buckets for durations in seconds; the SDK's defaults are shaped for milliseconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+fn duration_histogram(meter: &Meter, name: String, description: &'static str) -> Histogram<f64> {
+    meter
+        .f64_histogram(name)
+        .with_unit("s")
+        .with_description(description)
+        .with_boundaries(DURATION_BUCKETS.to_vec())
+        .build()
+}
+
+/// `/package.Service/Method` split into its parts.
+#[derive(Clone, Debug)]
+struct RpcPath {
+    /// `package.Service/Method`, the stable `rpc.method`.
+    full: Arc<str>,
+    /// Where `Service` ends in `full`.
+    slash: usize,
+}
+
+impl RpcPath {
+    fn parse(path: &str) -> Option<Self> {
+        let full = path.strip_prefix('/')?;
+        let slash = full.find('/')?;
+        let ok = slash > 0 && slash + 1 < full.len() && !full[slash + 1..].contains('/');
+        ok.then(|| Self {
+            full: Arc::from(full),
+            slash,
+        })
+    }
+
+    fn service(&self) -> &str {
+        &self.full[..self.slash]
+    }
+
+    fn method(&self) -> &str {
+        &self.full[self.slash + 1..]
+    }
+}
+
+/// The status code's name as the conventions spell it (`OK`, `INVALID_ARGUMENT`, ...).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// The instruments one side records into; built once per layer.
+#[derive(Debug)]
+struct Instruments {
+    side: Side,
+    /// `rpc.server.call.duration` / `rpc.client.call.duration`.
+    rpc_duration: Histogram<f64>,
+    /// The seed's `<prefix>.requests.total` / `<prefix>.client.calls.total`.
+    calls: Counter<u64>,
+    /// The seed's `<prefix>.request.duration` / `<prefix>.client.call.duration`.
+    duration: Histogram<f64>,
+    /// The seed's `<prefix>.requests.active` (server only).
+    active: Option<UpDownCounter<i64>>,
+}
+
+/// One call in flight: its span, start time and instruments. Finishing records the outcome once;
+/// dropping an unfinished call (the peer went away) records it as CANCELLED.
+struct CallRecord {
+    span: Span,
+    start: Instant,
+    path: RpcPath,
+    instruments: Arc<Instruments>,
+    finished: bool,
+}
+
+impl CallRecord {
+    fn new(span: Span, path: RpcPath, instruments: Arc<Instruments>) -> Self {
+        if let Some(active) = &instruments.active {
+            active.add(1, &[KeyValue::new("method", path.method().to_owned())]);
+        }
+        Self {
+            span,
+            start: Instant::now(),
+            path,
+            instruments,
+            finished: false,
+        }
+    }
+
+    fn finish_from_headers(&mut self, headers: &http::HeaderMap) -> bool {
+        match tonic::Status::from_header_map(headers) {
+            Some(status) => {
+                self.finish(status.code(), status.message());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn finish(&mut self, code: Code, message: &str) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let seconds = self.start.elapsed().as_secs_f64();
+        let side = self.instruments.side;
+        let failed = code != Code::Ok;
+        let code_name = code_name(code);
+        let unknown_method = side == Side::Server && code == Code::Unimplemented;
+        let rpc_method: Arc<str> = if unknown_method {
+            Arc::from(OTHER)
+        } else {
+            Arc::clone(&self.path.full)
+        };
+
+        self.span.record(attr::RPC_STATUS_CODE, code_name);
+        if failed {
+            self.span.record(attr::ERROR_TYPE, code_name);
+        }
+        if unknown_method {
+            self.span.record("otel.name", "grpc.server._OTHER");
+            self.span.record(attr::RPC_METHOD, OTHER);
+            self.span
+                .set_attribute("rpc.method_original", self.path.full.to_string());
+        }
+        // Server spans are errors only for the codes that mean the server failed; a client span
+        // is an error for any code but OK (semconv docs/rpc/grpc.md).
+        let span_error = match side {
+            Side::Client => failed,
+            Side::Server => matches!(
+                code,
+                Code::Unknown
+                    | Code::DeadlineExceeded
+                    | Code::Unimplemented
+                    | Code::Internal
+                    | Code::Unavailable
+                    | Code::DataLoss
+            ),
+        };
+        if span_error {
+            self.span
+                .set_status(opentelemetry::trace::Status::error(format!(
+                    "{code_name}: {message}"
+                )));
+        }
+
+        let mut rpc_attrs = vec![
+            KeyValue::new(attr::RPC_SYSTEM_NAME, "grpc"),
+            KeyValue::new(
+                attr::RPC_METHOD,
+                opentelemetry::StringValue::from(rpc_method),
+            ),
+            KeyValue::new(attr::RPC_STATUS_CODE, code_name),
+        ];
+        if failed {
+            rpc_attrs.push(KeyValue::new(attr::ERROR_TYPE, code_name));
+        }
+        self.instruments.rpc_duration.record(seconds, &rpc_attrs);
+
+        let error = if failed { "true" } else { "false" };
+        let seed_attrs = match side {
+            Side::Server => {
+                let method = if unknown_method {
+                    OTHER
+                } else {
+                    self.path.method()
+                };
+                let method = KeyValue::new("method", method.to_owned());
+                if let Some(active) = &self.instruments.active {
+                    active.add(-1, std::slice::from_ref(&method));
+                }
+                [method, KeyValue::new("error", error)]
+            }
+            Side::Client => [
+                KeyValue::new("service", self.path.service().to_owned()),
+                KeyValue::new("error", error),
+            ],
+        };
+        self.instruments.calls.add(1, &seed_attrs);
+        self.instruments.duration.record(seconds, &seed_attrs);
+
+        if side == Side::Client {
+            let _entered = self.span.enter();
+            if failed {
+                tracing::error!("Service call failed: {code_name}: {message}");
+            } else {
+                tracing::info!("Service call completed in {seconds:.3}s");
+            }
+        }
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.finish(
+            Code::Cancelled,
+            "the call ended before its status was known",
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the call's outcome when the gRPC status arrives in the
+    /// trailers, so streaming responses are measured to their end, not to their first byte.
+    pub struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<B> std::fmt::Debug for TracedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracedBody")
+            .field("pending", &self.record.is_some())
+            .finish()
+    }
+}
+
+impl<B: Body> Body for TracedBody<B>
+where
+    B::Error: std::fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(record) = this.record {
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref()
+                        && !record.finish_from_headers(trailers)
+                    {
+                        record.finish(Code::Unknown, "trailers without grpc-status");
+                    }
+                }
+                Some(Err(error)) => record.finish(Code::Unknown, &error.to_string()),
+                None => record.finish(Code::Unknown, "the response ended without grpc-status"),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's response future, run inside the call's span.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    E: std::fmt::Display,
+{
+    type Output = Result<http::Response<TracedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let mut record = this.record.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                // Errors arrive "trailers-only": the status is in the headers and the body is empty.
+                if record
+                    .as_mut()
+                    .is_some_and(|r| r.finish_from_headers(response.headers()))
+                {
+                    record = None;
+                }
+                Ok(response.map(|inner| TracedBody { inner, record }))
+            }
+            Err(error) => {
+                if let Some(mut record) = record {
+                    record.finish(Code::Unavailable, &error.to_string());
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_into_service_and_method() {
+        let path = RpcPath::parse("/myservice.v1.MyService/ProcessRequest").expect("valid path");
+        assert_eq!(&*path.full, "myservice.v1.MyService/ProcessRequest");
+        assert_eq!(path.service(), "myservice.v1.MyService");
+        assert_eq!(path.method(), "ProcessRequest");
+        for bad in ["", "/", "/x", "/x/", "//m", "/a/b/c", "a/b"] {
+            assert!(RpcPath::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn code_names_follow_the_conventions() {
+        assert_eq!(code_name(Code::Ok), "OK");
+        assert_eq!(code_name(Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(Code::ResourceExhausted), "RESOURCE_EXHAUSTED");
+    }
+}

@@ -1,0 +1,25 @@
+//! Generated code for the `acme.payments.v1` protobuf package, and the service's identity.
+//!
+//! The aliases below let the server and client crates name the service without its rendered name.
+#![allow(missing_docs, unreachable_pub, clippy::all)] // Generated code follows prost's style.
+
+tonic::include_proto!("acme.payments.v1");
+
+pub use payments_client::PaymentsClient as ServiceClient;
+pub use payments_server::Payments as Service;
+pub use payments_server::PaymentsServer as ServiceServer;
+
+/// `service.name` of the server process (`OTEL_SERVICE_NAME` overrides it).
+pub const SERVICE_NAME: &str = "payments";
+
+/// The fully qualified gRPC service name, as in `rpc.method`.
+pub const GRPC_SERVICE: &str = "acme.payments.v1.Payments";
+
+/// Prefix of the service's own metrics (`payments.requests.total`, ...).
+pub const METRIC_PREFIX: &str = "payments";
+
+/// The port the server listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 8443;
+
+/// The encoded descriptor set of the package, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

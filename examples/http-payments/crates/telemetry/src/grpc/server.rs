@@ -1,0 +1,204 @@
+//! The server side: continue the caller's trace from the W3C headers, open a SERVER span named
+//! `grpc.server.<Method>`, and record the RPC metrics, for every method of every service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use opentelemetry::propagation::Extractor;
+use opentelemetry_http::HeaderExtractor;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::{CallRecord, Instruments, ResponseFuture, RpcPath, Side, duration_histogram};
+
+/// Services that are plumbing, not traffic: neither traced nor counted.
+const UNTRACED_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Instruments every call a tonic server receives; add it with `Server::builder().layer(..)`.
+#[derive(Clone, Debug)]
+pub struct GrpcServerLayer {
+    instruments: Arc<Instruments>,
+}
+
+impl GrpcServerLayer {
+    /// `metric_prefix` names the seed-style metrics (`<prefix>.requests.total`, ...). Build it
+    /// after `telemetry::init`, which installs the meter provider it records into.
+    pub fn new(metric_prefix: &str) -> Self {
+        let meter = opentelemetry::global::meter("telemetry");
+        let instruments = Instruments {
+            side: Side::Server,
+            rpc_duration: duration_histogram(
+                &meter,
+                "rpc.server.call.duration".to_owned(),
+                "Duration of incoming RPCs",
+            ),
+            calls: meter
+                .u64_counter(format!("{metric_prefix}.requests.total"))
+                .with_unit("{requests}")
+                .with_description("Total number of requests processed")
+                .build(),
+            duration: duration_histogram(
+                &meter,
+                format!("{metric_prefix}.request.duration"),
+                "Request processing duration",
+            ),
+            active: Some(
+                meter
+                    .i64_up_down_counter(format!("{metric_prefix}.requests.active"))
+                    .with_unit("{requests}")
+                    .with_description("Number of requests currently being processed")
+                    .build(),
+            ),
+        };
+        Self {
+            instruments: Arc::new(instruments),
+        }
+    }
+}
+
+impl<S> Layer<S> for GrpcServerLayer {
+    type Service = GrpcServerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcServerService {
+            inner,
+            instruments: Arc::clone(&self.instruments),
+        }
+    }
+}
+
+/// The service [`GrpcServerLayer`] wraps around the server's routes.
+#[derive(Clone, Debug)]
+pub struct GrpcServerService<S> {
+    inner: S,
+    instruments: Arc<Instruments>,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcServerService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Error: std::fmt::Display,
+{
+    type Response = http::Response<super::TracedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let path = RpcPath::parse(request.uri().path());
+        let traced = path
+            .as_ref()
+            .is_some_and(|p| !UNTRACED_SERVICES.contains(&p.service()));
+        let Some(path) = path.filter(|_| traced) else {
+            return ResponseFuture {
+                inner: self.inner.call(request).instrument(tracing::Span::none()),
+                record: None,
+            };
+        };
+
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = format!("grpc.server.{}", path.method()),
+            otel.kind = "server",
+            rpc.system.name = "grpc",
+            rpc.method = &*path.full,
+            rpc.status_code = Empty,
+            error.type = Empty,
+            network.peer.address = Empty,
+            network.peer.port = Empty,
+        );
+        if let Some(peer) = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+        {
+            span.record("network.peer.address", peer.ip().to_string());
+            span.record("network.peer.port", i64::from(peer.port()));
+        }
+        // A missing or malformed traceparent yields an empty context: the span starts a new trace.
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&StrictExtractor(HeaderExtractor(request.headers())))
+        });
+        if let Err(error) = span.set_parent(parent) {
+            tracing::debug!(%error, "could not continue the caller's trace");
+        }
+
+        let record = CallRecord::new(span.clone(), path, Arc::clone(&self.instruments));
+        ResponseFuture {
+            inner: self.inner.call(request).instrument(span),
+            record: Some(record),
+        }
+    }
+}
+
+/// Hides a `traceparent` that is not well-formed W3C trace context from the propagator: the SDK's
+/// parser checks neither field lengths nor hex digits' count, so `00-<30 hex digits>-...` would
+/// otherwise become the parent of the call (found by this template's tests).
+struct StrictExtractor<'a>(HeaderExtractor<'a>);
+
+impl Extractor for StrictExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let value = self.0.get(key)?;
+        (key != "traceparent" || well_formed_traceparent(value)).then_some(value)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys()
+    }
+}
+
+/// `version-traceid-parentid-flags`: 2, 32, 16 and 2 lowercase hex digits; version `ff` is invalid
+/// and version `00` has exactly four fields (later versions may append more).
+fn well_formed_traceparent(value: &str) -> bool {
+    let fields: Vec<&str> = value.trim().split('-').collect();
+    let hex = |field: &str, len: usize| {
+        field.len() == len
+            && field
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    fields.len() >= 4
+        && hex(fields[0], 2)
+        && fields[0] != "ff"
+        && (fields[0] != "00" || fields.len() == 4)
+        && hex(fields[1], 32)
+        && hex(fields[2], 16)
+        && hex(fields[3], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::well_formed_traceparent;
+
+    #[test]
+    fn only_well_formed_traceparents_pass() {
+        assert!(well_formed_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(well_formed_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
+        ));
+        for bad in [
+            "",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902-01",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+        ] {
+            assert!(!well_formed_traceparent(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Builds the Resource and the three SDK providers from [`Settings`], and shuts them down in the
+//! order the SDK asks for (traces, logs, metrics) on a thread of their own.
+
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+use crate::console::ConsoleExporter;
+use crate::settings::{ExporterKind, Protocol, Settings, SignalSettings};
+
+/// The three providers; `None` where the signal is off.
+#[derive(Debug, Default)]
+pub(crate) struct Providers {
+    pub(crate) tracer: Option<SdkTracerProvider>,
+    pub(crate) meter: Option<SdkMeterProvider>,
+    pub(crate) logger: Option<SdkLoggerProvider>,
+}
+
+/// `service.name` from `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`, else the service's own
+/// name; `service.version`; a fresh `service.instance.id`; the SDK's `telemetry.sdk.*`.
+pub(crate) fn resource(service_name: &str, service_version: &str) -> Resource {
+    let detected = Resource::builder().build();
+    let named_by_env = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    let mut builder = Resource::builder().with_attributes([
+        KeyValue::new("service.version", service_version.to_owned()),
+        KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+    ]);
+    if !named_by_env {
+        builder = builder.with_service_name(service_name.to_owned());
+    }
+    builder.build()
+}
+
+/// Builds what `settings` asks for. An exporter that cannot be built (an https endpoint in a build
+/// without TLS, say) leaves its signal off with a warning: telemetry never stops the service.
+pub(crate) fn build(
+    settings: &Settings,
+    resource: &Resource,
+    warnings: &mut Vec<String>,
+) -> Providers {
+    let mut providers = Providers::default();
+    if settings.sdk_disabled {
+        return providers;
+    }
+    // Metrics first: the log processor takes a meter for its self-diagnostics when it is built.
+    providers.meter = match settings.metrics.exporter {
+        ExporterKind::None => None,
+        ExporterKind::Console => Some(meter_provider(ConsoleExporter, settings, resource)),
+        ExporterKind::Otlp => otlp_metric_exporter(&settings.metrics)
+            .map_err(|e| warnings.push(export_warning("metrics", &settings.metrics, &e)))
+            .ok()
+            .map(|exporter| meter_provider(exporter, settings, resource)),
+    };
+    providers.logger = match settings.logs.exporter {
+        ExporterKind::None => None,
+        ExporterKind::Console => Some(logger_provider(ConsoleExporter, resource)),
+        ExporterKind::Otlp => otlp_log_exporter(&settings.logs)
+            .map_err(|e| warnings.push(export_warning("logs", &settings.logs, &e)))
+            .ok()
+            .map(|exporter| logger_provider(exporter, resource)),
+    };
+    providers.tracer = match settings.traces.exporter {
+        ExporterKind::None => None,
+        ExporterKind::Console => Some(tracer_provider(ConsoleExporter, resource)),
+        ExporterKind::Otlp => otlp_span_exporter(&settings.traces)
+            .map_err(|e| warnings.push(export_warning("traces", &settings.traces, &e)))
+            .ok()
+            .map(|exporter| tracer_provider(exporter, resource)),
+    };
+    providers
+}
+
+fn export_warning(
+    signal: &str,
+    settings: &SignalSettings,
+    error: &dyn std::fmt::Display,
+) -> String {
+    format!(
+        "the OTLP {signal} exporter for {} could not be built ({error}); {signal} are not exported",
+        settings.endpoint
+    )
+}
+
+// The builders differ in type per protocol and per signal, so one macro body serves the three.
+macro_rules! otlp_exporter {
+    ($name:ident, $exporter:ty) => {
+        fn $name(s: &SignalSettings) -> Result<$exporter, opentelemetry_otlp::ExporterBuildError> {
+            // The endpoint and timeout are always set here: Settings already applied the env
+            // precedence, and an explicit value keeps the SDK from re-reading (and re-judging) it.
+            match s.protocol {
+                Protocol::Grpc => <$exporter>::builder()
+                    .with_tonic()
+                    .with_endpoint(&s.endpoint)
+                    .with_timeout(s.timeout)
+                    .build(),
+                Protocol::HttpProtobuf => <$exporter>::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(&s.endpoint)
+                    .with_timeout(s.timeout)
+                    .build(),
+            }
+        }
+    };
+}
+
+otlp_exporter!(otlp_span_exporter, opentelemetry_otlp::SpanExporter);
+otlp_exporter!(otlp_metric_exporter, opentelemetry_otlp::MetricExporter);
+otlp_exporter!(otlp_log_exporter, opentelemetry_otlp::LogExporter);
+
+fn tracer_provider(
+    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+    resource: &Resource,
+) -> SdkTracerProvider {
+    // The batch processor runs on its own thread and drops (never blocks) when its queue is full.
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.clone())
+        .build()
+}
+
+fn logger_provider(
+    exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
+    resource: &Resource,
+) -> SdkLoggerProvider {
+    SdkLoggerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.clone())
+        .build()
+}
+
+fn meter_provider(
+    exporter: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter,
+    settings: &Settings,
+    resource: &Resource,
+) -> SdkMeterProvider {
+    let reader = PeriodicReader::builder(exporter)
+        .with_interval(settings.metric_export_interval)
+        .build();
+    SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(resource.clone())
+        .build()
+}
+
+impl Providers {
+    /// Flushes and shuts down, traces then logs then metrics, within `budget` in all.
+    ///
+    /// Runs on a fresh thread: `shutdown` blocks, and the gRPC exporters need the Tokio runtime's
+    /// workers to make progress, so it must never run on one of them (opentelemetry-rust#2583).
+    pub(crate) fn shutdown(self, budget: Duration) -> Vec<String> {
+        let worker = std::thread::Builder::new()
+            .name("telemetry-shutdown".into())
+            .spawn(move || {
+                let deadline = Instant::now() + budget;
+                let left = || {
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(100))
+                };
+                let mut problems = Vec::new();
+                if let Some(p) = self.tracer
+                    && let Err(e) = p.shutdown_with_timeout(left())
+                {
+                    problems.push(format!("traces: {e}"));
+                }
+                if let Some(p) = self.logger
+                    && let Err(e) = p.shutdown_with_timeout(left())
+                {
+                    problems.push(format!("logs: {e}"));
+                }
+                if let Some(p) = self.meter
+                    && let Err(e) = p.shutdown_with_timeout(left())
+                {
+                    problems.push(format!("metrics: {e}"));
+                }
+                problems
+            });
+        match worker.map(|handle| handle.join()) {
+            Ok(Ok(problems)) => problems,
+            Ok(Err(_)) => vec!["the shutdown thread panicked".to_owned()],
+            Err(e) => vec![format!("could not start the shutdown thread: {e}")],
+        }
+    }
+}

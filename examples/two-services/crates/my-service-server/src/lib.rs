@@ -1,0 +1,102 @@
+//! The server as a library: [`run`] serves on a listener until a shutdown future completes, so
+//! `main` and the tests start it the same way.
+
+mod config;
+mod error;
+mod limits;
+mod service;
+
+use std::future::Future;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+pub use error::ProcessError;
+
+/// Serves the gRPC API, health and reflection on `listener` until `shutdown` completes; then stops
+/// accepting, lets in-flight calls finish for up to the configured drain timeout, and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let address = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<proto::ServiceServer<service::Handler>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let api = proto::ServiceServer::new(service::Handler::new(&config))
+        .max_decoding_message_size(config.max_message_bytes);
+
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("Shutdown requested: refusing new connections, draining in-flight calls");
+        health
+            .set_not_serving::<proto::ServiceServer<service::Handler>>()
+            .await;
+        let _ = draining_tx.send(());
+    };
+    let serve = tonic::transport::Server::builder()
+        .layer(telemetry::grpc::GrpcServerLayer::new(proto::METRIC_PREFIX))
+        .layer(limits::MessageLimitLayer)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    tracing::info!("Starting gRPC server on {address}");
+    let drain_timeout = config.drain_timeout();
+    let deadline = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(drain_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = serve => result.context("the gRPC server failed")?,
+        () = deadline => tracing::warn!(
+            "Drain timeout of {}s passed; closing the remaining calls",
+            drain_timeout.as_secs()
+        ),
+    }
+    tracing::info!("Server stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM (how orchestrators stop a process) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for SIGINT: {error}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,51 @@
+//! Starts the server: read the configuration, start telemetry, bind, serve until SIGTERM/SIGINT.
+
+// The library is named after the service; the rest of this crate calls it `server`.
+extern crate my_service_server as server;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let config = server::Config::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the Tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The gRPC exporters run their I/O on this runtime, so telemetry starts inside it.
+    let telemetry = match runtime
+        .block_on(async { telemetry::init(proto::SERVICE_NAME, env!("CARGO_PKG_VERSION")) })
+    {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: cannot start telemetry: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        server::run(listener, config, server::shutdown_signal()).await
+    });
+    if let Err(error) = &result {
+        tracing::error!("{error:#}");
+        eprintln!("error: {error:#}");
+    }
+    // Flush telemetry from this thread, not a runtime worker, while the runtime still runs.
+    drop(telemetry);
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,321 @@
+//! Starts the shared telemetry (once per test binary) and a server per test, and finds what a
+//! call left behind in the receiver and the captured JSON lines.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use telemetry::testing::{Capture, ReceivedLog, ReceivedSpan, Receiver};
+use telemetry::{Telemetry, TelemetryGuard};
+use tokio::sync::oneshot;
+
+/// How long telemetry may take to reach the receiver after a flush.
+pub(crate) const ARRIVAL: Duration = Duration::from_secs(10);
+
+/// Telemetry shared by every test: global by nature, so it is installed once, on a runtime of its
+/// own that outlives each test's runtime (the exporters run their I/O on it).
+pub(crate) struct World {
+    pub(crate) receiver: Receiver,
+    pub(crate) capture: Capture,
+    guard: TelemetryGuard,
+}
+
+pub(crate) fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let receiver = Receiver::start().await.unwrap();
+                let capture = Capture::default();
+                let endpoint = receiver.endpoint();
+                let guard = Telemetry::builder(proto::SERVICE_NAME, "test")
+                    .writer(capture.make_writer())
+                    .env(move |name| match name {
+                        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+                        "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_owned()),
+                        "RUST_LOG" => Some("info".to_owned()),
+                        _ => None,
+                    })
+                    .init()
+                    .unwrap();
+                sender
+                    .send(World {
+                        receiver,
+                        capture,
+                        guard,
+                    })
+                    .unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        receiver.recv().unwrap()
+    })
+}
+
+impl World {
+    /// Exports everything buffered so far.
+    pub(crate) async fn flush(&'static self) {
+        tokio::task::spawn_blocking(|| self.guard.flush())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the finished trace of the call that sent `request_id`: the client span and every
+    /// span of the same trace, at least `count` of them.
+    pub(crate) async fn trace_of(
+        &'static self,
+        request_id: &str,
+        count: usize,
+    ) -> Vec<ReceivedSpan> {
+        self.trace_where(count, |client| {
+            client.attributes.get("request.id").map(String::as_str) == Some(request_id)
+        })
+        .await
+    }
+
+    /// Waits for a trace whose client span satisfies `is_ours`, with at least `count` spans.
+    pub(crate) async fn trace_where(
+        &'static self,
+        count: usize,
+        is_ours: impl Fn(&ReceivedSpan) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        self.flush().await;
+        self.receiver
+            .wait_for(ARRIVAL, |r| {
+                let spans = r.spans();
+                let client = spans.iter().find(|s| s.kind == "CLIENT" && is_ours(s))?;
+                let trace: Vec<_> = spans
+                    .iter()
+                    .filter(|s| s.trace_id == client.trace_id)
+                    .cloned()
+                    .collect();
+                (trace.len() >= count).then_some(trace)
+            })
+            .await
+            .unwrap_or_else(|| panic!("no complete trace of {count} spans arrived"))
+    }
+
+    /// Waits for the exported log records of `trace_id`, at least `count` of them.
+    pub(crate) async fn logs_of(&'static self, trace_id: &str, count: usize) -> Vec<ReceivedLog> {
+        self.flush().await;
+        self.receiver
+            .wait_for(ARRIVAL, |r| {
+                let logs: Vec<_> = r
+                    .logs()
+                    .into_iter()
+                    .filter(|l| l.trace_id == trace_id)
+                    .collect();
+                (logs.len() >= count).then_some(logs)
+            })
+            .await
+            .unwrap_or_else(|| panic!("fewer than {count} log records for trace {trace_id}"))
+    }
+
+    /// Waits until a captured line's message ends with `suffix` (the server got that far).
+    pub(crate) async fn wait_for_line(&self, suffix: &str) {
+        let deadline = std::time::Instant::now() + ARRIVAL;
+        while !self.capture.lines().iter().any(|l| l.contains(suffix)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no line with {suffix:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The captured stdout lines, each parsed; a line that is not JSON fails the test.
+    pub(crate) fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.capture
+            .lines()
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+}
+
+/// The span named `name` in `spans`.
+#[track_caller]
+pub(crate) fn span<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name:?} among {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Asserts each `(key, value)` is among the span's attributes.
+#[track_caller]
+pub(crate) fn check_attributes(span: &ReceivedSpan, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            span.attributes.get(*key).map(String::as_str),
+            Some(*value),
+            "attribute {key} of span {}: {:?}",
+            span.name,
+            span.attributes
+        );
+    }
+}
+
+/// A server running in the test's runtime, and a client connected to it.
+pub(crate) struct TestApp {
+    pub(crate) address: SocketAddr,
+    pub(crate) client: client::Client,
+    stop: Option<oneshot::Sender<()>>,
+    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Asks the server to shut down, as SIGTERM would.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server on a free port with the default configuration changed by `configure`.
+pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut server::Config)) -> TestApp {
+    world();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut config = server::Config::for_address(address);
+    configure(&mut config);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let client = client::Client::connect(&format!("http://{address}"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    TestApp {
+        address,
+        client,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// The full name of a metric of this service: `<prefix>.<name>`.
+pub(crate) fn metric(name: &str) -> String {
+    format!("{}.{name}", proto::METRIC_PREFIX)
+}
+
+/// `rpc.method` of the example call.
+pub(crate) fn method() -> String {
+    format!("{}/ProcessRequest", proto::GRPC_SERVICE)
+}
+
+/// A request id no other test uses, with a readable prefix.
+pub(crate) fn unique_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The server binary of this package, started as a process with its own environment.
+pub(crate) struct ServerProcess {
+    pub(crate) url: String,
+    child: std::process::Child,
+    stdout: std::path::PathBuf,
+}
+
+impl ServerProcess {
+    pub(crate) async fn start(env: &[(&str, &str)]) -> Self {
+        // A port the OS just handed out and released: free unless something races for it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let stdout = std::env::temp_dir().join(format!("{}.stdout", unique_id("server")));
+        let child =
+            std::process::Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                // The in-process receiver speaks OTLP/gRPC, whatever the rendered default.
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+                .envs(env.iter().copied())
+                .stdout(std::fs::File::create(&stdout).unwrap())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never listened on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            stdout,
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit; returns its stdout lines.
+    pub(crate) async fn terminate(mut self) -> Vec<serde_json::Value> {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "exit status {status}");
+        let text = std::fs::read_to_string(&self.stdout).unwrap();
+        let _ = std::fs::remove_file(&self.stdout);
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}

@@ -1,0 +1,16 @@
+//! The server's behaviour, through the real client against the real server, with telemetry
+//! exported to an in-process OTLP receiver. One test binary: a file per behaviour.
+#![allow(clippy::unwrap_used)] // A failed unwrap is a failed test, with its location.
+
+// The library is named after the service; the tests call it `server`.
+extern crate my_service_server as server;
+
+mod errors;
+mod health;
+mod helpers;
+mod logs;
+mod metrics;
+mod process;
+mod propagation;
+mod shutdown;
+mod traces;

@@ -1,0 +1,46 @@
+//! A call from this service into my-service, the workspace's first service, through that
+//! service's client: the trace of this service's work continues into the other service.
+
+use std::time::Duration;
+
+use tracing::Instrument as _;
+
+use crate::helpers::{check_attributes, span, unique_id, world};
+
+#[tokio::test]
+async fn a_call_into_the_neighbour_service_stays_one_trace() {
+    world();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let address = listener.local_addr().unwrap();
+    let config = neighbour_server::Config::for_address(address);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(neighbour_server::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://{address}");
+    let mut neighbour = neighbour_client::Client::connect(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // What this service's handler would do: its own work, calling the neighbour inside it.
+    let id = unique_id("neighbour");
+    let work = tracing::info_span!("caller-work");
+    let response = neighbour
+        .process_request(id.clone())
+        .instrument(work)
+        .await
+        .unwrap();
+    assert_eq!(response.result, "success");
+
+    let spans = world().trace_of(&id, 5).await;
+    let caller = span(&spans, "caller-work");
+    let client = span(&spans, "grpc.client.ProcessRequest");
+    let server = span(&spans, "grpc.server.ProcessRequest");
+    assert_eq!(client.parent_span_id, caller.span_id);
+    assert_eq!(server.parent_span_id, client.span_id);
+    let method = format!("{}/ProcessRequest", neighbour_client::GRPC_SERVICE);
+    check_attributes(server, &[("rpc.method", method.as_str())]);
+    let _ = stop.send(());
+}

@@ -1,0 +1,98 @@
+//! One call is one trace: client span → server span → business logic → database query.
+
+use crate::helpers::{check_attributes, method, span, spawn_app, unique_id, world};
+
+#[tokio::test]
+async fn a_call_is_one_trace_from_client_to_database() {
+    let mut app = spawn_app().await;
+    let id = unique_id("trace");
+
+    let response = app.client.process_request(id.clone()).await.unwrap();
+    assert_eq!(response.result, "success");
+
+    let spans = world().trace_of(&id, 4).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let client = span(&spans, "grpc.client.ProcessRequest");
+    let server = span(&spans, "grpc.server.ProcessRequest");
+    let logic = span(&spans, "process-business-logic");
+    let query = span(&spans, "database-query");
+
+    assert_eq!(
+        (client.kind, server.kind, logic.kind, query.kind),
+        ("CLIENT", "SERVER", "INTERNAL", "INTERNAL")
+    );
+    assert_eq!(
+        client.parent_span_id, "",
+        "the client span is the root here"
+    );
+    assert_eq!(
+        server.parent_span_id, client.span_id,
+        "traceparent carried the client span"
+    );
+    assert_eq!(logic.parent_span_id, server.span_id);
+    assert_eq!(query.parent_span_id, logic.span_id);
+    for s in &spans {
+        assert_eq!(s.service, proto::SERVICE_NAME);
+        assert_ne!(s.status, "ERROR", "{s:?}");
+    }
+
+    let method = method();
+    let method = method.as_str();
+    let port = app.address.port().to_string();
+    check_attributes(
+        client,
+        &[
+            ("rpc.system.name", "grpc"),
+            ("rpc.method", method),
+            ("rpc.status_code", "OK"),
+            ("server.address", "127.0.0.1"),
+            ("server.port", port.as_str()),
+            ("request.id", id.as_str()),
+        ],
+    );
+    check_attributes(
+        server,
+        &[
+            ("rpc.system.name", "grpc"),
+            ("rpc.method", method),
+            ("rpc.status_code", "OK"),
+            ("network.peer.address", "127.0.0.1"),
+            ("request.id", id.as_str()),
+        ],
+    );
+    assert!(!server.attributes.contains_key("error.type"));
+    check_attributes(logic, &[("request.id", id.as_str())]);
+    check_attributes(
+        query,
+        &[
+            ("db.system.name", "postgresql"),
+            ("db.operation.name", "SELECT"),
+            ("db.system", "postgresql"),
+            ("db.operation", "SELECT"),
+        ],
+    );
+    app.stop();
+}
+
+#[tokio::test]
+async fn a_caller_span_becomes_the_client_span_parent() {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let mut app = spawn_app().await;
+    let id = unique_id("caller");
+    let caller = tracing::info_span!("caller");
+    let caller_context = caller.context().span().span_context().clone();
+
+    app.client
+        .process_request(id.clone())
+        .instrument(caller)
+        .await
+        .unwrap();
+
+    let spans = world().trace_of(&id, 4).await;
+    let client = span(&spans, "grpc.client.ProcessRequest");
+    assert_eq!(client.trace_id, caller_context.trace_id().to_string());
+    assert_eq!(client.parent_span_id, caller_context.span_id().to_string());
+}

@@ -1,0 +1,216 @@
+//! Telemetry wiring for every service of the workspace, in one call.
+//!
+//! [`init`] (or [`Telemetry::builder`]) reads the `OTEL_*` environment, builds one Resource and
+//! the three OTLP pipelines (traces, metrics, logs; gRPC or HTTP/protobuf), installs the W3C
+//! propagators and a `tracing` subscriber that writes bunyan JSON lines carrying the OpenTelemetry
+//! `trace_id`/`span_id`. The returned [`TelemetryGuard`] flushes and shuts everything down when
+//! dropped. [`grpc`] holds the tower layers that instrument every RPC on both sides.
+//!
+//! This crate knows nothing about the workspace's services: names and metric prefixes come in as
+//! arguments.
+
+mod console;
+pub mod defaults;
+pub mod grpc;
+mod providers;
+pub mod settings;
+mod subscriber;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::propagation::text_map_propagator::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+pub use settings::Settings;
+
+/// How long dropping the guard may spend flushing all three signals before it gives up.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
+
+/// Why [`Telemetry::init`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// `init` ran twice in one process, or another subscriber was installed first.
+    #[error("a global tracing subscriber is already installed")]
+    SubscriberAlreadySet(#[from] tracing::subscriber::SetGlobalDefaultError),
+}
+
+/// Initialises telemetry for `service_name` with the defaults: JSON lines on stdout, settings from
+/// the process environment. Call it first, inside the Tokio runtime (the gRPC exporters run their
+/// I/O on it), and keep the guard until the end of `main`.
+pub fn init(service_name: &str, service_version: &str) -> Result<TelemetryGuard, InitError> {
+    Telemetry::builder(service_name, service_version).init()
+}
+
+/// Reads one environment variable.
+type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+
+/// Options for [`init`], for binaries and tests that need more than the defaults.
+pub struct Telemetry {
+    service_name: String,
+    service_version: String,
+    writer: Option<BoxMakeWriter>,
+    env: EnvLookup,
+    span_lines: Option<bool>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("service_name", &self.service_name)
+            .field("service_version", &self.service_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// `service_name` becomes `service.name` unless `OTEL_SERVICE_NAME` (or `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`) says otherwise.
+    pub fn builder(service_name: &str, service_version: &str) -> Self {
+        Self {
+            service_name: service_name.to_owned(),
+            service_version: service_version.to_owned(),
+            writer: None,
+            env: Box::new(|name| std::env::var(name).ok()),
+            span_lines: None,
+        }
+    }
+
+    /// Writes the JSON lines to `writer` instead of a non-blocking stdout (tests capture them).
+    pub fn writer(mut self, writer: BoxMakeWriter) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// Reads `OTEL_*`, `RUST_LOG` and `LOG_SPAN_LINES` through `env` instead of the process
+    /// environment, which a multi-threaded test cannot safely change.
+    pub fn env(mut self, env: impl Fn(&str) -> Option<String> + 'static) -> Self {
+        self.env = Box::new(env);
+        self
+    }
+
+    /// Writes bunyan's span START/END lines too (default: `LOG_SPAN_LINES=true`, else off).
+    pub fn span_lines(mut self, on: bool) -> Self {
+        self.span_lines = Some(on);
+        self
+    }
+
+    /// Installs everything globally and returns the guard that shuts it down.
+    pub fn init(self) -> Result<TelemetryGuard, InitError> {
+        let settings = Settings::from_lookup(defaults::DEFAULTS, &self.env);
+        let mut warnings = settings.warnings.clone();
+        let span_lines = self.span_lines.unwrap_or_else(|| {
+            (self.env)("LOG_SPAN_LINES").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        });
+
+        install_propagators(&settings);
+        let resource = providers::resource(&self.service_name, &self.service_version);
+        let providers = providers::build(&settings, &resource, &mut warnings);
+        if let Some(meter) = &providers.meter {
+            opentelemetry::global::set_meter_provider(meter.clone());
+        }
+        if let Some(tracer) = &providers.tracer {
+            opentelemetry::global::set_tracer_provider(tracer.clone());
+        }
+        let tracer = providers.tracer.as_ref().map(|p| p.tracer("telemetry"));
+
+        let (writer, stdout_guard) = match self.writer {
+            Some(writer) => (writer, None),
+            None => {
+                // Lines go to a worker thread; when it falls 128k lines behind, the caller waits
+                // rather than losing a line.
+                let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                    .lossy(false)
+                    .thread_name("telemetry-stdout")
+                    .finish(std::io::stdout());
+                (BoxMakeWriter::new(writer), Some(guard))
+            }
+        };
+        let filter = subscriber::log_filter((self.env)("RUST_LOG").as_deref(), &mut warnings);
+        let subscriber = subscriber::build(
+            self.service_name.clone(),
+            filter,
+            writer,
+            span_lines,
+            tracer,
+            providers.logger.as_ref(),
+        );
+        tracing::subscriber::set_global_default(subscriber)?;
+
+        for warning in &warnings {
+            tracing::warn!(target: "telemetry", "{warning}");
+        }
+        if settings.sdk_disabled {
+            tracing::info!(target: "telemetry", "OTEL_SDK_DISABLED=true: no telemetry is exported");
+        }
+        Ok(TelemetryGuard {
+            providers: Some(providers),
+            _stdout: stdout_guard,
+        })
+    }
+}
+
+fn install_propagators(settings: &Settings) {
+    let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
+    if settings.propagate_trace_context {
+        propagators.push(Box::new(TraceContextPropagator::new()));
+    }
+    if settings.propagate_baggage {
+        propagators.push(Box::new(BaggagePropagator::new()));
+    }
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(propagators));
+}
+
+/// Keeps telemetry running; dropping it flushes and shuts down traces, logs and metrics (in that
+/// order, within 10 s, on a thread of its own), then flushes stdout.
+///
+/// Drop it outside the Tokio runtime's worker threads while the runtime is still alive, as the
+/// generated `main` does: the gRPC exporters need the runtime to send their last batch.
+#[must_use = "telemetry shuts down when the guard is dropped"]
+pub struct TelemetryGuard {
+    providers: Option<providers::Providers>,
+    _stdout: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryGuard").finish_non_exhaustive()
+    }
+}
+
+impl TelemetryGuard {
+    /// Exports everything buffered so far, without shutting down. Blocks: call it from
+    /// `spawn_blocking` or a plain thread, never from a runtime worker.
+    pub fn flush(&self) {
+        let Some(providers) = &self.providers else {
+            return;
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                if let Some(p) = &providers.tracer {
+                    let _ = p.force_flush();
+                }
+                if let Some(p) = &providers.logger {
+                    let _ = p.force_flush();
+                }
+                if let Some(p) = &providers.meter {
+                    let _ = p.force_flush();
+                }
+            });
+        });
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(providers) = self.providers.take() {
+            for problem in providers.shutdown(SHUTDOWN_BUDGET) {
+                tracing::warn!(target: subscriber::SHUTDOWN_TARGET, "telemetry shutdown: {problem}");
+            }
+        }
+    }
+}

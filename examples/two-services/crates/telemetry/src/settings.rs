@@ -1,0 +1,542 @@
+//! Reads the `OTEL_*` environment once: the variables the Rust SDK leaves to applications, and the
+//! ones it would drop silently when malformed, so a bad value gets one warning and a working default.
+
+use std::time::Duration;
+
+/// The wire protocol of one OTLP exporter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP over gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
+    HttpProtobuf,
+}
+
+impl Protocol {
+    fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            _ => None,
+        }
+    }
+
+    /// The endpoint the OpenTelemetry specification names for this protocol.
+    fn spec_default_endpoint(self) -> &'static str {
+        match self {
+            Self::Grpc => "http://localhost:4317",
+            Self::HttpProtobuf => "http://localhost:4318",
+        }
+    }
+}
+
+/// Where one signal goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExporterKind {
+    /// OTLP to a collector.
+    Otlp,
+    /// One JSON line per item on stderr (stdout is reserved for the JSON logs).
+    Console,
+    /// Nowhere: the signal is not recorded at all.
+    None,
+}
+
+/// One of the three OpenTelemetry signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Counters, histograms and gauges.
+    Metrics,
+    /// Log records.
+    Logs,
+}
+
+impl Signal {
+    fn env_infix(self) -> &'static str {
+        match self {
+            Self::Traces => "TRACES",
+            Self::Metrics => "METRICS",
+            Self::Logs => "LOGS",
+        }
+    }
+
+    fn http_path(self) -> &'static str {
+        match self {
+            Self::Traces => "/v1/traces",
+            Self::Metrics => "/v1/metrics",
+            Self::Logs => "/v1/logs",
+        }
+    }
+}
+
+/// The resolved configuration of one signal's exporter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalSettings {
+    /// Where the signal goes.
+    pub exporter: ExporterKind,
+    /// OTLP wire protocol.
+    pub protocol: Protocol,
+    /// Full URL the exporter sends to (for HTTP, with the `/v1/<signal>` path).
+    pub endpoint: String,
+    /// Per-export timeout, which also bounds the SDK's retries.
+    pub timeout: Duration,
+}
+
+/// The workspace's compiled-in defaults, used when the environment says nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    /// Base endpoint for the default protocol (no signal path).
+    pub endpoint: &'static str,
+    /// Protocol used when `OTEL_EXPORTER_OTLP_PROTOCOL` is unset.
+    pub protocol: Protocol,
+}
+
+/// Everything the telemetry crate reads from the environment, resolved with the spec's precedence
+/// (signal-specific over generic over default).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `OTEL_SDK_DISABLED=true`: no provider is built and nothing is exported.
+    pub sdk_disabled: bool,
+    /// Traces exporter.
+    pub traces: SignalSettings,
+    /// Metrics exporter.
+    pub metrics: SignalSettings,
+    /// Logs exporter.
+    pub logs: SignalSettings,
+    /// `OTEL_METRIC_EXPORT_INTERVAL`.
+    pub metric_export_interval: Duration,
+    /// W3C trace-context propagation (`OTEL_PROPAGATORS` contains `tracecontext`).
+    pub propagate_trace_context: bool,
+    /// W3C baggage propagation (`OTEL_PROPAGATORS` contains `baggage`).
+    pub propagate_baggage: bool,
+    /// Problems found while reading; each names the variable and the value used instead.
+    pub warnings: Vec<String>,
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
+const DEFAULT_METRIC_INTERVAL: Duration = Duration::from_millis(60_000);
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env(defaults: Defaults) -> Self {
+        Self::from_lookup(defaults, |name| std::env::var(name).ok())
+    }
+
+    /// Reads through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(defaults: Defaults, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let mut reader = Reader {
+            lookup: &lookup,
+            warnings: Vec::new(),
+        };
+        let sdk_disabled = reader.bool("OTEL_SDK_DISABLED", false);
+        let (propagate_trace_context, propagate_baggage) = reader.propagators();
+        let traces = reader.signal(Signal::Traces, defaults);
+        let metrics = reader.signal(Signal::Metrics, defaults);
+        let logs = reader.signal(Signal::Logs, defaults);
+        let metric_export_interval = reader.millis(
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            DEFAULT_METRIC_INTERVAL,
+            false,
+        );
+        for name in [
+            "OTEL_BSP_SCHEDULE_DELAY",
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            "OTEL_BLRP_SCHEDULE_DELAY",
+            "OTEL_BLRP_MAX_QUEUE_SIZE",
+            "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+        ] {
+            reader.check_positive_integer(name);
+        }
+        reader.check_sampler();
+        reader.check_headers("OTEL_EXPORTER_OTLP_HEADERS");
+        for signal in [Signal::Traces, Signal::Metrics, Signal::Logs] {
+            reader.check_headers(&format!(
+                "OTEL_EXPORTER_OTLP_{}_HEADERS",
+                signal.env_infix()
+            ));
+        }
+        Self {
+            sdk_disabled,
+            traces,
+            metrics,
+            logs,
+            metric_export_interval,
+            propagate_trace_context,
+            propagate_baggage,
+            warnings: reader.warnings,
+        }
+    }
+}
+
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    warnings: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// A set, non-blank value; the spec treats empty values as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    }
+
+    fn warn(&mut self, name: &str, value: &str, problem: &str, fallback: &str) {
+        self.warnings.push(format!(
+            "{name}={value:?} is invalid ({problem}); using {fallback}"
+        ));
+    }
+
+    fn bool(&mut self, name: &str, default: bool) -> bool {
+        let Some(value) = self.get(name) else {
+            return default;
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                self.warn(name, &value, "expected true or false", &default.to_string());
+                default
+            }
+        }
+    }
+
+    fn millis(&mut self, name: &str, default: Duration, zero_allowed: bool) -> Duration {
+        let Some(value) = self.get(name) else {
+            return default;
+        };
+        match value.parse::<u64>() {
+            Ok(ms) if ms > 0 || zero_allowed => Duration::from_millis(ms),
+            _ => {
+                let fallback = format!("the default {}", default.as_millis());
+                self.warn(
+                    name,
+                    &value,
+                    "expected a positive whole number of milliseconds",
+                    &fallback,
+                );
+                default
+            }
+        }
+    }
+
+    fn check_positive_integer(&mut self, name: &str) {
+        if let Some(value) = self.get(name)
+            && !value.parse::<u64>().is_ok_and(|n| n > 0)
+        {
+            self.warn(
+                name,
+                &value,
+                "expected a positive whole number",
+                "the SDK default",
+            );
+        }
+    }
+
+    fn propagators(&mut self) -> (bool, bool) {
+        let Some(value) = self.get("OTEL_PROPAGATORS") else {
+            return (true, true);
+        };
+        let (mut trace_context, mut baggage) = (false, false);
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.to_ascii_lowercase().as_str() {
+                "tracecontext" => trace_context = true,
+                "baggage" => baggage = true,
+                "none" => {}
+                _ => self.warnings.push(format!(
+                    "OTEL_PROPAGATORS: {entry:?} is not supported (supported: tracecontext, baggage, none); it is ignored"
+                )),
+            }
+        }
+        (trace_context, baggage)
+    }
+
+    fn signal(&mut self, signal: Signal, defaults: Defaults) -> SignalSettings {
+        let infix = signal.env_infix();
+        let exporter = self.exporter(&format!("OTEL_{infix}_EXPORTER"));
+        let generic_protocol = self.protocol("OTEL_EXPORTER_OTLP_PROTOCOL", defaults.protocol);
+        let protocol = self.protocol(
+            &format!("OTEL_EXPORTER_OTLP_{infix}_PROTOCOL"),
+            generic_protocol,
+        );
+        let endpoint = self.endpoint(signal, protocol, defaults);
+        let generic_timeout = self.millis("OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_TIMEOUT, true);
+        let timeout = self.millis(
+            &format!("OTEL_EXPORTER_OTLP_{infix}_TIMEOUT"),
+            generic_timeout,
+            true,
+        );
+        SignalSettings {
+            exporter,
+            protocol,
+            endpoint,
+            timeout,
+        }
+    }
+
+    fn exporter(&mut self, name: &str) -> ExporterKind {
+        let Some(value) = self.get(name) else {
+            return ExporterKind::Otlp;
+        };
+        let mut entries = value.split(',').map(str::trim).filter(|e| !e.is_empty());
+        let first = entries.next().unwrap_or("otlp");
+        if entries.next().is_some() {
+            self.warnings.push(format!(
+                "{name}={value:?}: one exporter per signal is supported; using {first:?}"
+            ));
+        }
+        match first.to_ascii_lowercase().as_str() {
+            "otlp" => ExporterKind::Otlp,
+            "console" => ExporterKind::Console,
+            "none" => ExporterKind::None,
+            _ => {
+                self.warn(name, &value, "expected otlp, console or none", "otlp");
+                ExporterKind::Otlp
+            }
+        }
+    }
+
+    fn protocol(&mut self, name: &str, default: Protocol) -> Protocol {
+        let Some(value) = self.get(name) else {
+            return default;
+        };
+        Protocol::parse(&value).unwrap_or_else(|| {
+            let fallback = match default {
+                Protocol::Grpc => "grpc",
+                Protocol::HttpProtobuf => "http/protobuf",
+            };
+            self.warn(name, &value, "expected grpc or http/protobuf", fallback);
+            default
+        })
+    }
+
+    fn endpoint(&mut self, signal: Signal, protocol: Protocol, defaults: Defaults) -> String {
+        let specific = format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.env_infix());
+        // A signal-specific endpoint is a full URL, used as given.
+        if let Some(value) = self.get(&specific) {
+            match check_url(&value) {
+                Ok(()) => return value,
+                Err(problem) => self.warn(&specific, &value, problem, "the generic endpoint"),
+            }
+        }
+        let default_base = if protocol == defaults.protocol {
+            defaults.endpoint
+        } else {
+            protocol.spec_default_endpoint()
+        };
+        let base = match self.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            Some(value) => match check_url(&value) {
+                Ok(()) => value,
+                Err(problem) => {
+                    self.warn("OTEL_EXPORTER_OTLP_ENDPOINT", &value, problem, default_base);
+                    default_base.to_owned()
+                }
+            },
+            None => default_base.to_owned(),
+        };
+        // The generic endpoint is a base URL: OTLP/HTTP appends the signal's path to it.
+        match protocol {
+            Protocol::Grpc => base,
+            Protocol::HttpProtobuf => {
+                format!("{}{}", base.trim_end_matches('/'), signal.http_path())
+            }
+        }
+    }
+
+    fn check_sampler(&mut self) {
+        const SAMPLERS: [&str; 6] = [
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ];
+        if let Some(value) = self.get("OTEL_TRACES_SAMPLER") {
+            if !SAMPLERS.contains(&value.as_str()) {
+                let problem = format!("expected one of {}", SAMPLERS.join(", "));
+                self.warn(
+                    "OTEL_TRACES_SAMPLER",
+                    &value,
+                    &problem,
+                    "parentbased_always_on",
+                );
+            } else if value.ends_with("traceidratio")
+                && let Some(arg) = self.get("OTEL_TRACES_SAMPLER_ARG")
+                && !arg.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r))
+            {
+                self.warn(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    &arg,
+                    "expected a ratio from 0 to 1",
+                    "1.0",
+                );
+            }
+        }
+    }
+
+    /// Header values are secrets (API keys): a warning names the entry, never its value.
+    fn check_headers(&mut self, name: &str) {
+        let Some(value) = self.get(name) else {
+            return;
+        };
+        for (index, entry) in value.split(',').enumerate() {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let problem = match entry.split_once('=') {
+                None => Some("is not key=value".to_owned()),
+                Some((key, val)) => {
+                    let key = key.trim();
+                    if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
+                        Some(format!("has an invalid header name {key:?}"))
+                    } else if val.trim().is_empty()
+                        || http::HeaderValue::from_str(val.trim()).is_err()
+                    {
+                        Some(format!("({key}) has an empty or invalid value"))
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(problem) = problem {
+                self.warnings.push(format!(
+                    "{name}: entry {} {problem}; that header is not sent",
+                    index + 1
+                ));
+            }
+        }
+    }
+}
+
+fn check_url(value: &str) -> Result<(), &'static str> {
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or("expected an absolute URL starting with http:// or https://")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err("the URL has no host");
+    }
+    if value.contains(char::is_whitespace) {
+        return Err("the URL contains whitespace");
+    }
+    value
+        .parse::<http::Uri>()
+        .map(|_| ())
+        .map_err(|_| "not a valid URL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: Defaults = Defaults {
+        endpoint: "http://collector:4317",
+        protocol: Protocol::Grpc,
+    };
+
+    #[track_caller]
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        Settings::from_lookup(DEFAULTS, |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn defaults_apply_when_the_environment_is_empty() {
+        let s = settings(&[]);
+        assert!(!s.sdk_disabled);
+        assert_eq!(s.traces.endpoint, "http://collector:4317");
+        assert_eq!(s.traces.protocol, Protocol::Grpc);
+        assert_eq!(s.logs.exporter, ExporterKind::Otlp);
+        assert!(s.propagate_trace_context && s.propagate_baggage);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn http_appends_signal_paths_to_the_generic_endpoint_only() {
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "http://logs:9999/custom",
+            ),
+        ]);
+        assert_eq!(s.traces.endpoint, "http://c:4318/v1/traces");
+        assert_eq!(s.metrics.endpoint, "http://c:4318/v1/metrics");
+        assert_eq!(s.logs.endpoint, "http://logs:9999/custom");
+    }
+
+    #[test]
+    fn switching_protocol_without_endpoint_uses_the_spec_port() {
+        let s = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        assert_eq!(s.traces.endpoint, "http://localhost:4318/v1/traces");
+    }
+
+    #[test]
+    fn signal_specific_protocol_wins() {
+        let s = settings(&[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")]);
+        assert_eq!(s.metrics.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.traces.protocol, Protocol::Grpc);
+    }
+
+    #[test]
+    fn bad_values_warn_and_fall_back() {
+        let s = settings(&[
+            ("OTEL_SDK_DISABLED", "yes"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "-5"),
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            ("OTEL_PROPAGATORS", "b3,tracecontext"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
+        ]);
+        assert!(!s.sdk_disabled);
+        assert_eq!(s.traces.protocol, Protocol::Grpc);
+        assert_eq!(s.traces.endpoint, "http://collector:4317");
+        assert_eq!(s.metric_export_interval, DEFAULT_METRIC_INTERVAL);
+        assert_eq!(s.traces.exporter, ExporterKind::Otlp);
+        assert!(s.propagate_trace_context && !s.propagate_baggage);
+        let all = s.warnings.join("\n");
+        for name in [
+            "OTEL_SDK_DISABLED",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            "OTEL_TRACES_EXPORTER",
+            "OTEL_PROPAGATORS",
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+        ] {
+            assert!(all.contains(name), "no warning names {name}:\n{all}");
+        }
+    }
+
+    #[test]
+    fn header_warnings_never_print_values() {
+        let s = settings(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=s3cret,broken,bad key=x",
+        )]);
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(!s.warnings.join(" ").contains("s3cret"));
+    }
+
+    #[test]
+    fn disabled_and_none_are_read() {
+        let s = settings(&[
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+            ("OTEL_PROPAGATORS", "none"),
+        ]);
+        assert!(s.sdk_disabled);
+        assert_eq!(s.logs.exporter, ExporterKind::None);
+        assert!(!s.propagate_trace_context && !s.propagate_baggage);
+    }
+}

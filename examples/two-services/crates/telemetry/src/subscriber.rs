@@ -1,0 +1,267 @@
+//! The `tracing` subscriber: spans to OpenTelemetry, events to the OTLP log bridge and to bunyan
+//! JSON lines that carry the OpenTelemetry trace and span ids, `RUST_LOG` deciding which events.
+//!
+//! `RUST_LOG` filters logs (stdout and exported), not traces: spans at INFO and above always exist,
+//! so `RUST_LOG=warn` quietens a busy service without breaking its traces or the ids on its lines.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::trace::SdkTracer;
+use tracing::callsite::Callsite as _;
+use tracing::callsite::Identifier;
+use tracing::field::{Field, Visit as _};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorage, JsonStorageLayer};
+use tracing_subscriber::filter::{Targets, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Targets whose events and spans never become exported telemetry, whatever `RUST_LOG` says: the
+/// exporters' own transport would otherwise report on itself, export that, and so on
+/// (opentelemetry-rust#2877; measured at TRACE: a million spans in 12 s with no traffic).
+const TRANSPORT_TARGETS: [&str; 7] = [
+    "h2",
+    "hyper",
+    "tonic",
+    "tower",
+    "reqwest",
+    "opentelemetry",
+    "rustls",
+];
+
+/// `RUST_LOG` when it is unset: the service at INFO, the SDK's own diagnostics at WARN.
+pub(crate) const DEFAULT_FILTER: &str =
+    "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
+
+fn is_transport(target: &str) -> bool {
+    TRANSPORT_TARGETS.iter().any(|prefix| {
+        target.strip_prefix(prefix).is_some_and(|rest| {
+            rest.is_empty()
+                || rest.starts_with("::")
+                || rest.starts_with('_')
+                || rest.starts_with('-')
+        })
+    })
+}
+
+fn exported_span_or_warning(meta: &Metadata<'_>) -> bool {
+    // INFO events would become span events too, duplicating the log records at ~1 µs each.
+    !is_transport(meta.target()) && (meta.is_span() || *meta.level() <= Level::WARN)
+}
+
+fn exported_log(meta: &Metadata<'_>) -> bool {
+    // Shutdown reports come after the log pipeline has closed; they belong on stdout only.
+    !is_transport(meta.target()) && meta.target() != SHUTDOWN_TARGET
+}
+
+/// Target of the lines written while telemetry shuts down.
+pub(crate) const SHUTDOWN_TARGET: &str = "telemetry::shutdown";
+
+fn default_filter() -> Targets {
+    DEFAULT_FILTER
+        .parse()
+        .unwrap_or_else(|_| unreachable!("the default filter parses"))
+}
+
+/// Parses `RUST_LOG` (`level`, `target=level`, comma-separated), keeping the default (and saying
+/// so) when it does not parse.
+pub(crate) fn log_filter(rust_log: Option<&str>, warnings: &mut Vec<String>) -> Targets {
+    match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
+        None => default_filter(),
+        Some(value) => value.parse().unwrap_or_else(|e| {
+            warnings.push(format!(
+                "RUST_LOG={value:?} is invalid ({e}); using {DEFAULT_FILTER:?}"
+            ));
+            default_filter()
+        }),
+    }
+}
+
+/// Builds the subscriber without installing it, so tests can capture or silence the output.
+pub(crate) fn build<W>(
+    name: String,
+    logs_filter: Targets,
+    writer: W,
+    span_lines: bool,
+    tracer: Option<SdkTracer>,
+    logger: Option<&SdkLoggerProvider>,
+) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let traces = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(filter_fn(exported_span_or_warning))
+    });
+    let logs = logger.map(|provider| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
+            .with_filter(filter_fn(exported_log))
+    });
+    let enabled = filter_fn(move |meta| {
+        let wanted = logs_filter.would_enable(meta.target(), meta.level());
+        wanted || (meta.is_span() && *meta.level() <= Level::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(enabled)
+        .with(traces)
+        .with(JsonStorageLayer)
+        .with(OtelIdsLayer::new())
+        .with(BunyanLines {
+            inner: BunyanFormattingLayer::new(name, writer),
+            span_lines,
+            repeats: Repeats::default(),
+        })
+        .with(logs)
+}
+
+/// Bunyan writes a line when a span starts and ends; exported traces carry that, and the lines
+/// triple the log volume, so by default only events are written.
+struct BunyanLines<W: for<'a> MakeWriter<'a> + 'static> {
+    inner: BunyanFormattingLayer<W>,
+    span_lines: bool,
+    repeats: Repeats,
+}
+
+/// How often one SDK or transport diagnostic may be written: a dead collector makes the exporters
+/// fail every batch, and that is one problem, not a line per second.
+const REPEAT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When each SDK or transport warning last reached stdout, by callsite.
+#[derive(Default)]
+struct Repeats(Mutex<HashMap<Identifier, Instant>>);
+
+impl Repeats {
+    /// Whether this event may be written now. Only SDK and transport warnings are limited; the
+    /// service's own lines always pass, without taking the lock.
+    fn admit(&self, meta: &Metadata<'_>) -> bool {
+        if !is_transport(meta.target()) || *meta.level() > Level::WARN {
+            return true;
+        }
+        let now = Instant::now();
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.get(&meta.callsite()) {
+            Some(at) if now.duration_since(*at) < REPEAT_INTERVAL => false,
+            _ => {
+                last.insert(meta.callsite(), now);
+                true
+            }
+        }
+    }
+}
+
+impl<S, W> Layer<S> for BunyanLines<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'a> MakeWriter<'a> + 'static,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if self.repeats.admit(event.metadata()) {
+            self.inner.on_event(event, ctx);
+        }
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if self.span_lines {
+            self.inner.on_new_span(attrs, id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if self.span_lines {
+            self.inner.on_close(id, ctx);
+        }
+    }
+}
+
+/// Writes the OpenTelemetry `trace_id` and `span_id` of a span into its bunyan fields the first
+/// time it is entered (when the OpenTelemetry layer, which runs before, has started it), so every
+/// line logged inside carries the ids exported for that span, not tracing's internal ones.
+struct OtelIdsLayer {
+    trace_id: Field,
+    span_id: Field,
+}
+
+/// Marks a span whose ids are recorded; children inherit their parent's fields and need their own.
+struct IdsRecorded;
+
+impl OtelIdsLayer {
+    fn new() -> Self {
+        // Fields can only come from a callsite; this one exists only to name the two keys.
+        let callsite = tracing::callsite! {
+            name: "otel_ids",
+            kind: tracing::metadata::Kind::EVENT,
+            fields: trace_id, span_id
+        };
+        let fields = callsite.metadata().fields();
+        Self {
+            trace_id: fields
+                .field("trace_id")
+                .unwrap_or_else(|| unreachable!("declared above")),
+            span_id: fields
+                .field("span_id")
+                .unwrap_or_else(|| unreachable!("declared above")),
+        }
+    }
+}
+
+impl<S> Layer<S> for OtelIdsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if extensions.get_mut::<IdsRecorded>().is_some() {
+            return;
+        }
+        let context = opentelemetry::Context::current();
+        let otel_span = context.span();
+        let ids = otel_span.span_context();
+        if !ids.is_valid() {
+            return;
+        }
+        if let Some(storage) = extensions.get_mut::<JsonStorage<'static>>() {
+            storage.record_str(&self.trace_id, &ids.trace_id().to_string());
+            storage.record_str(&self.span_id, &ids.span_id().to_string());
+        }
+        extensions.insert(IdsRecorded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transport;
+
+    #[test]
+    fn transport_targets_match_on_crate_boundaries() {
+        for target in [
+            "h2",
+            "h2::codec",
+            "hyper_util::client",
+            "opentelemetry_sdk",
+            "tonic::transport",
+            "tower::buffer",
+        ] {
+            assert!(is_transport(target), "{target}");
+        }
+        for target in [
+            "telemetry",
+            "h2o",
+            "my_service_server",
+            "towers",
+            "tonicity",
+        ] {
+            assert!(!is_transport(target), "{target}");
+        }
+    }
+}
