@@ -326,9 +326,10 @@ class Run:
         return p, port
 
     def client_env(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Client environment: telemetry off unless ``env`` says otherwise (the client is the
-        load generator here, not under test), then ``--client-env``."""
-        return {"OTEL_SDK_DISABLED": "true", **(env or {}), **self.args.client_env_extra}
+        """Client environment: telemetry off and RUST_LOG=warn unless ``env`` says otherwise
+        (the client is the load generator here, not under test; at INFO it writes a JSON line
+        per call on stderr), then ``--client-env``."""
+        return {"OTEL_SDK_DISABLED": "true", "RUST_LOG": "warn", **(env or {}), **self.args.client_env_extra}
 
     def load(self, url: str, name: str, concurrency: int, requests: int | None = None,
              duration: str | None = None, id_prefix: str | None = None,

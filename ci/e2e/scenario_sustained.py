@@ -6,14 +6,17 @@ service itself.
 1. rotel at *basic* verbosity for traces (one "Received traces. ... spans=N" line per batch:
    cheap at any rate, unlike detailed); the server with the SDK's default batch settings
    (queue 2048, batch 512, delay 5 s) and its default DB_LATENCY_MS (10); the client's load
-   mode with its own telemetry off (it is the load generator, and its spans would mix in);
+   mode with its own telemetry off and RUST_LOG=warn (it is the load generator: its spans
+   would mix in, and its INFO line per call costs CPU the server needs);
 2. unless --concurrency is given, a short probe (--probe-seconds at each of --probe-levels,
-   stopping once a level gains less than 10 %) picks the smallest concurrency within 5 % of
-   the best throughput;
-3. the run itself: --duration seconds at that concurrency; CPU seconds of server, client and
-   rotel and the server's peak RSS are read from /proc;
+   stopping once a level gains less than 10 % or the service reports its first dropped span)
+   picks the smallest concurrency within 5 % of the best throughput among the levels at which
+   no span was dropped: the highest rate the service sustains *with* its telemetry. The probe
+   has a server process of its own, whose spans are accounted as in 4;
+3. the run itself, on a fresh server (so its drop count is its own): --duration seconds at that
+   concurrency; CPU seconds of server and rotel and the server's peak RSS from /proc;
 4. SIGTERM the server (it flushes; the SDK then logs the total of spans it dropped, if any),
-   wait (bounded) until rotel's span count stops short of nothing, and check:
+   wait (bounded) until rotel has received every span not reported dropped, and check:
    - every call succeeded;
    - spans received + spans dropped (as the service reported them) == 3 x calls served
      (a call makes a server span, a process-business-logic and a database-query span): either
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,6 +42,15 @@ from common import Run  # noqa: E402
 
 TITLE = "scenario sustained"
 SPANS_PER_CALL = 3
+DROPPING = b"dropped a Span due to queue full"  # BatchSpanProcessor.SpanDroppingStarted, once per process
+
+
+def file_has(path, needle: bytes, offset: int) -> tuple[bool, int]:
+    """Whether ``needle`` occurs in ``path`` after ``offset``; and the offset to search from next."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, offset - len(needle)))
+        data = fh.read()
+    return needle in data, max(0, offset - len(needle)) + len(data)
 
 
 def parse_args(argv: list[str]):
@@ -59,81 +70,107 @@ def parse_args(argv: list[str]):
     return common.finish_args(p, a, "sustained")
 
 
-def body(run: Run) -> None:
-    a, c, f = run.args, run.checks, run.figures
-    rotel = run.rotel(verbosity="basic", debug_log=("traces",))
-    rotel.start()
-    server, sport = run.start_server({**rotel.otel_env(a.protocol), "OTEL_SERVICE_NAME": "e2e-sustained-server"})
-    url = f"http://127.0.0.1:{sport}"
-    f.update(protocol=a.protocol, duration_s=a.duration)
-    print(f"{TITLE}: {a.duration:g}s, OTLP {a.protocol}, rotel basic, workdir {run.workdir}")
-    served = 0
-    problems: list[str] = []
-
-    concurrency = a.concurrency
-    if concurrency is None:
-        probe: dict[int, float] = {}
-        for level in (int(x) for x in a.probe_levels.split(",")):
-            s = run.load(url, f"client-probe-{level}", level, duration=f"{a.probe_seconds}s",
-                         id_prefix=f"probe{level}-").result(timeout=a.probe_seconds + 60)
-            problems += [f"probe {level}: {p}" for p in common.load_problems(s)]
-            served += s.ok
-            print(f"  probe: concurrency {level}: {s.throughput_rps:.0f} calls/s, p99 {s.latency_ms.get('p99')} ms")
-            gain = s.throughput_rps / max(probe.values()) if probe else None
-            probe[level] = round(s.throughput_rps, 1)
-            if gain is not None and gain < 1.10:
-                break  # saturated: more calls in flight only add latency
-        best = max(probe.values())
-        concurrency = min(level for level, rps in probe.items() if rps >= 0.95 * best)
-        f["probe_rps"] = probe
-    f["concurrency"] = concurrency
-
-    cpu0 = {"server": common.cpu_seconds(server.pid), "rotel": common.cpu_seconds(rotel.pid)}
-    load = run.load(url, "client-load", concurrency, duration=f"{a.duration}s", id_prefix="sustained-")
-    s = load.result(timeout=a.duration + 120)
-    cpu1 = {"server": common.cpu_seconds(server.pid), "rotel": common.cpu_seconds(rotel.pid)}
-    f["cpu_s"] = {k: round(cpu1[k] - cpu0[k], 1) for k in cpu0 if cpu0[k] is not None and cpu1[k] is not None}
-    f["server_peak_rss_kb"] = server.peak_rss_kb()
-    problems += [f"run: {p}" for p in common.load_problems(s)]
-    served += s.ok
-    f.update(requests=s.requests, ok=s.ok, errors=s.errors, throughput_rps=round(s.throughput_rps, 1),
-             latency_ms=s.latency_ms, elapsed_s=round(s.elapsed_s, 2))
-    print(f"  run: {s.requests} calls at concurrency {concurrency}: {s.throughput_rps:.0f}/s, latency {s.latency_ms}")
-
-    spans_before_stop = rotel.basic_counts().spans
+def account(run: Run, rotel, server, served: int, baseline: int, name: str) -> dict:
+    """Stop ``server`` (it flushes), then wait (bounded) until rotel's span count minus
+    ``baseline`` plus what the server reported dropped reaches 3 x ``served``; check and return
+    the figures of that phase."""
+    a, c = run.args, run.checks
+    before_stop = rotel.basic_counts().spans - baseline
     rc = server.stop(timeout=40)
-    f.update(server_exit_code=rc, server_stop_s=round(server.stop_duration_s() or 0, 2))
     records = common.server_stdout_checks(c, server)
     dropped = common.dropped_counts(records)
     expected = SPANS_PER_CALL * served
     dropped_spans = dropped.get("spans", 0)
     # the flush at exit has returned, but rotel prints on its own schedule (200 ms batches)
     try:
-        common.poll_until(lambda: rotel.basic_counts().spans + dropped_spans >= expected,
-                          timeout=a.telemetry_timeout, what=f"{expected} spans received or dropped", interval=0.25)
+        common.poll_until(lambda: rotel.basic_counts().spans - baseline + dropped_spans >= expected,
+                          timeout=a.telemetry_timeout, what=f"{expected} {name} spans received or dropped", interval=0.25)
     except TimeoutError as e:
         print(f"  ({e})")
-    counts = rotel.basic_counts()
-    received = counts.spans
-    f.update(served=served, spans_expected=expected, spans_received=received, spans_received_before_exit=spans_before_stop,
-             spans_dropped_reported=dropped_spans, dropped=dropped, rotel_trace_batches=counts.batches.get("traces", 0),
-             drop_ratio=round(dropped_spans / expected, 4) if expected else None)
-
-    c.section("client")
-    c.empty(problems, "every call succeeded")
-    c.section("spans: received + reported dropped == produced")
-    c.check(received + dropped_spans == expected, "spans received + dropped (service's own count) == 3 x calls served",
+    received = rotel.basic_counts().spans - baseline
+    c.check(received + dropped_spans == expected,
+            f"{name}: spans received + dropped (the service's own count) == 3 x calls served",
             f"received {received} + dropped {dropped_spans} != {expected} (3 x {served}); "
             f"{expected - received - dropped_spans:+d} unaccounted")
     if dropped_spans:
-        c.check(dropped.get("spans_dropping_started") == 1, "the first drop was also reported while it happened")
-    c.check(received > 0, "the collector received spans")
-    c.section("server")
-    c.check(rc == 0 and not server.killed, "server exited 0 on SIGTERM", f"exit {rc}")
-    f["sdk_lines"] = len(common.sdk_problems(records))
-    f["server_stdout_mb"] = round(server.stdout_path.stat().st_size / 1e6, 1)
+        c.check(dropped.get("spans_dropping_started") == 1, f"{name}: the first drop was also reported when it happened")
+    c.check(rc == 0 and not server.killed, f"{name}: server exited 0 on SIGTERM", f"exit {rc}")
+    out = {"served": served, "spans_expected": expected, "spans_received": received,
+           "spans_received_before_exit": before_stop, "spans_dropped_reported": dropped_spans,
+           "logs_dropped_reported": dropped.get("logs", 0), "server_exit_code": rc,
+           "server_stop_s": round(server.stop_duration_s() or 0, 2), "sdk_lines": len(common.sdk_problems(records)),
+           "server_stdout_mb": round(server.stdout_path.stat().st_size / 1e6, 1)}
     if c.ok and not a.keep_stdout:
         server.stdout_path.write_text("(removed after a passing run; --keep-stdout keeps it)\n")
+    return out
+
+
+def probe(run: Run, rotel, server_env: dict, problems: list[str]) -> tuple[int, dict]:
+    """Find the concurrency to run at, on a server of its own (so the run's drop count is the
+    run's); returns (concurrency, figures)."""
+    a = run.args
+    server, sport = run.start_server(server_env, name="server-probe")
+    url = f"http://127.0.0.1:{sport}"
+    rps: dict[int, float] = {}
+    dropping_at = None
+    offset = served = 0
+    for level in (int(x) for x in a.probe_levels.split(",")):
+        s = run.load(url, f"client-probe-{level}", level, duration=f"{a.probe_seconds}s",
+                     id_prefix=f"probe{level}-").result(timeout=a.probe_seconds + 60)
+        problems += [f"probe {level}: {p}" for p in common.load_problems(s)]
+        served += s.ok
+        found, offset = file_has(server.stdout_path, DROPPING, offset)
+        print(f"  probe: concurrency {level}: {s.throughput_rps:.0f} calls/s, p99 {s.latency_ms.get('p99')} ms"
+              + (", spans dropped" if found else ""))
+        gain = s.throughput_rps / max(rps.values()) if rps else None
+        rps[level] = round(s.throughput_rps, 1)
+        if found:
+            dropping_at = level  # the span queue overflowed: the telemetry no longer keeps up
+            break
+        if gain is not None and gain < 1.10:
+            break  # saturated: more calls in flight only add latency
+    # the best level at which the span queue kept up (the first level if none did)
+    usable = {k: v for k, v in rps.items() if k != dropping_at} or rps
+    best = max(usable.values())
+    concurrency = min(level for level, v in usable.items() if v >= 0.95 * best)
+    figures = {"rps": rps, "spans_dropped_at": dropping_at, **account(run, rotel, server, served, 0, "probe")}
+    return concurrency, figures
+
+
+def body(run: Run) -> None:
+    a, c, f = run.args, run.checks, run.figures
+    rotel = run.rotel(verbosity="basic", debug_log=("traces",))
+    rotel.start()
+    server_env = {**rotel.otel_env(a.protocol), "OTEL_SERVICE_NAME": "e2e-sustained-server"}
+    f.update(protocol=a.protocol, duration_s=a.duration)
+    print(f"{TITLE}: {a.duration:g}s, OTLP {a.protocol}, rotel basic, workdir {run.workdir}")
+    problems: list[str] = []
+
+    c.section("probe")
+    concurrency = a.concurrency
+    if concurrency is None:
+        concurrency, f["probe"] = probe(run, rotel, server_env, problems)
+    f["concurrency"] = concurrency
+    baseline = rotel.basic_counts().spans
+
+    c.section("run")
+    server, sport = run.start_server(server_env)
+    cpu0 = {"server": common.cpu_seconds(server.pid), "rotel": common.cpu_seconds(rotel.pid)}
+    s = run.load(f"http://127.0.0.1:{sport}", "client-load", concurrency, duration=f"{a.duration}s",
+                 id_prefix="sustained-").result(timeout=a.duration + 120)
+    cpu1 = {"server": common.cpu_seconds(server.pid), "rotel": common.cpu_seconds(rotel.pid)}
+    f["cpu_s"] = {k: round(cpu1[k] - cpu0[k], 1) for k in cpu0 if cpu0[k] is not None and cpu1[k] is not None}
+    f["server_peak_rss_kb"] = server.peak_rss_kb()
+    problems += [f"run: {p}" for p in common.load_problems(s)]
+    f.update(requests=s.requests, ok=s.ok, errors=s.errors, throughput_rps=round(s.throughput_rps, 1),
+             latency_ms=s.latency_ms, elapsed_s=round(s.elapsed_s, 2))
+    print(f"  run: {s.requests} calls at concurrency {concurrency}: {s.throughput_rps:.0f}/s, latency {s.latency_ms}")
+    f.update(account(run, rotel, server, s.ok, baseline, "run"))
+    f["drop_ratio"] = round(f["spans_dropped_reported"] / f["spans_expected"], 4) if f["spans_expected"] else None
+    c.check(f["spans_received"] > 0, "run: the collector received spans")
+
+    c.section("client")
+    c.empty(problems, "every call succeeded")
 
 
 def main(argv: list[str]) -> int:
