@@ -16,11 +16,13 @@ Part A, one server (DB_LATENCY_MS=0) exporting to rotel (detailed traces and met
    grpc-encoding, a length prefix longer than the body, no message at all -> INTERNAL (tonic's
    decode errors); an unknown method -> UNIMPLEMENTED (span named grpc.server._OTHER); ids
    with quotes, newlines, backslashes, NUL, ANSI escapes, JSON, unicode, 64 KiB -> OK, and the
-   server's "Processing request" line carries the id exactly;
+   server's "Processing request" line carries the id exactly; an id just under the 4 MiB limit
+   -> OK, and its span and those of the 10 calls after it still reach rotel (no export fails);
 3. the client CLI with --id '' (INVALID_ARGUMENT, exit 1) and an id with quotes and a newline;
 4. afterwards: the server is alive, the health check answers SERVING, no "panicked" anywhere,
    every stdout line is JSON, each status code's count in rpc.server.call.duration matches what
-   was sent, and SIGTERM still gives exit 0.
+   was sent, the SDK's own warnings about bad headers are rate-limited, and SIGTERM still gives
+   exit 0.
 
 Part B, bad OTEL_* values, one fresh server each (unknown protocol, endpoint without scheme,
 negative OTEL_METRIC_EXPORT_INTERVAL, malformed OTEL_EXPORTER_OTLP_HEADERS entry, several with
@@ -53,6 +55,8 @@ TITLE = "scenario bad-input"
 SERVICE = "e2e-bad-server"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SECRET = "TOPSECRET"
+NEAR_LIMIT_PREFIX = "near-limit-"
+CANARIES = 10
 
 F, R = h2.grpc_frame, h2.my_request
 # name -> (body, expected code, id the server should log, or None when the handler never runs)
@@ -221,12 +225,36 @@ def part_a(run: Run, rotel, c, f) -> int:
             out[code] = t.metric_total("rpc.server.call.duration", SERVICE, **{"rpc.status_code": code})
         return out
 
+    spans_expected = (sum(1 for _, m, r in sent if r.all_2xx and (m.expect is None or m.expect.sampled))
+                      + len(results) + 2)
     try:
-        t = rotel.wait_for(lambda t: sum(counted(t).values()) >= total, timeout=a.telemetry_timeout,
-                           what=f"{total} calls in rpc.server.call.duration")
+        rotel.wait_for(lambda t: sum(counted(t).values()) >= total
+                       and len(t.find_spans(kind="SERVER", service=SERVICE)) >= spans_expected,
+                       timeout=a.telemetry_timeout, what=f"{total} calls in rpc.server.call.duration and their spans")
     except TimeoutError as e:
         print(f"  (telemetry incomplete: {e}; checking what arrived)")
-        t = rotel.telemetry()
+
+    # then, on their own (a lost export batch takes every span in it along): a legal but huge id
+    # (just under the limit) and a few ordinary calls right after it. A collector accepts 4 MiB
+    # per OTLP request by default (rotel too); the service must still get its telemetry there.
+    limit = int(run.args.server_env_extra.get("MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES))
+    near = NEAR_LIMIT_PREFIX + "x" * max(0, min(limit, MAX_MESSAGE_BYTES) - 16 - len(NEAR_LIMIT_PREFIX))
+    later = [("id-near-limit", "OK", None, h2.call(base, h2.PROCESS_PATH, F(R(near)), timeout=30))]
+    for i in range(CANARIES):
+        later.append((f"canary-{i}", "OK", f"canary-{i}", h2.call(base, h2.PROCESS_PATH, F(R(f"canary-{i}")))))
+    results += later
+    expected["OK"] += len(later)
+    total += len(later)
+    try:
+        rotel.wait_for(lambda t: sum(counted(t).values()) >= total, timeout=a.telemetry_timeout,
+                       what=f"{total} calls in rpc.server.call.duration")
+        # metrics do not go through the span batch; give the spans a bounded moment (25 x the
+        # 200 ms batch delay) rather than the full timeout, since they may be lost for good
+        rotel.wait_for(lambda t: {f"canary-{i}" for i in range(CANARIES)} <= {
+            s.attributes.get("request.id") for s in t.find_spans(SERVER_SPAN, "SERVER", SERVICE)}, timeout=5,
+            what="the canary spans")
+    except TimeoutError as e:
+        print(f"  (telemetry incomplete: {e}; checking what arrived)")
     rc = server.stop(timeout=30)
     t = rotel.telemetry()
 
@@ -258,6 +286,17 @@ def part_a(run: Run, rotel, c, f) -> int:
     f["server_spans_by_code"] = statuses
     for code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "INTERNAL"):
         c.equal(statuses.get(code, 0), expected.get(code, 0), f"server spans with rpc.status_code {code}")
+    server_ids = [str(s.attributes.get("request.id", "")) for s in t.find_spans(SERVER_SPAN, "SERVER", SERVICE)]
+    c.check(any(i.startswith(NEAR_LIMIT_PREFIX) for i in server_ids),
+            "the span of the call with a near-limit (4 MiB) id reached rotel",
+            "not received (see the export errors below)")
+    c.empty(sorted({f"canary-{i}" for i in range(CANARIES)} - set(server_ids)),
+            "the spans of the calls right after it reached rotel")
+    sdk = common.sdk_problems(records)
+    c.empty([f"{r.get('target')}: {r.get('msg')} {r.get('error', '')}".strip()[:200] for r in sdk if common.level(r) >= 50],
+            "no telemetry export failed (no ERROR from opentelemetry*)")
+    c.empty(common.repeats_within(sdk, 60.0), "the SDK's complaints about bad headers are rate-limited (no callsite twice in 60 s)")
+    f["sdk_warnings"] = sorted({str(r.get("msg"))[:80] for r in sdk})
 
     c.section("A3 client CLI")
     c.check(cli_empty.returncode == 1 and "INVALID_ARGUMENT" in (cli_empty.error or ""),
