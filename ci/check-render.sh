@@ -26,5 +26,10 @@ step "$(basename "$dir"): clippy"
 timed cargo clippy --locked --all-targets -- -D warnings
 step "$(basename "$dir"): fmt"
 cargo fmt --check
+if [[ -f compose.yaml ]]; then
+    step "$(basename "$dir"): compose.yaml parses"
+    ensure_compose
+    "${COMPOSE[@]}" -f compose.yaml config -q
+fi
 step "$(basename "$dir"): test"
 timed cargo test --locked

@@ -51,6 +51,18 @@ ensure_h2load() {
     $sudo apt-get update -qq && $sudo apt-get install -y -qq nghttp2-client >/dev/null
 }
 
+# A compose CLI that can parse compose.yaml (no engine needed for `config`).
+ensure_compose() {
+    if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); return 0; fi
+    if ! command -v docker-compose >/dev/null 2>&1; then
+        step "installing docker-compose (Debian) to validate compose files"
+        local sudo=
+        [[ $(id -u) == 0 ]] || sudo=sudo
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq docker-compose >/dev/null
+    fi
+    COMPOSE=(docker-compose)
+}
+
 # render DEST NAME [cargo-generate args...]: renders the template into DEST/NAME, replacing it.
 render() {
     local dest=$1 name=$2

@@ -36,6 +36,8 @@ expect_rejected otlp_endpoint "localhost:4317" "http:// or https://"
 expect_rejected otlp_endpoint "http://" "no host"
 expect_rejected otlp_endpoint "http://collector:99999" "1 to 65535"
 expect_rejected license "MIT; rm -rf /" "SPDX"
+expect_rejected resource_attributes "team" "key=value pairs"
+expect_rejected resource_attributes 'team=a b' "spaces"
 
 # The protocol is a choice list: cargo-generate itself rejects other values.
 if (cd "$out" && "$CARGO_GENERATE" generate --path "$REPO" --name bad --silent --vcs none \

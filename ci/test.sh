@@ -13,6 +13,7 @@ step "tools"
 ensure_cargo_generate
 ensure_rotel
 ensure_h2load
+ensure_compose
 "$CARGO_GENERATE" --version
 rustc --version
 
@@ -21,6 +22,9 @@ python3 -m unittest discover -s "$REPO/ci/e2e" -p 'test_*.py'
 
 step "placeholder validation"
 timed bash "$REPO/ci/placeholders.sh"
+
+step "fork workflow: favorites render a house workspace and add a service"
+timed bash "$REPO/ci/favorites.sh"
 
 step "variants: render each of ci/variants/ outside the repository, compare with examples/, build, lint, test"
 timed bash "$REPO/ci/variants.sh"

@@ -108,7 +108,11 @@ impl Telemetry {
         });
 
         install_propagators(&settings);
-        let resource = providers::resource(&self.service_name, &self.service_version);
+        let resource = providers::resource(
+            &self.service_name,
+            &self.service_version,
+            defaults::RESOURCE_ATTRIBUTES,
+        );
         let providers = providers::build(&settings, &resource, &mut warnings);
         if let Some(meter) = &providers.meter {
             opentelemetry::global::set_meter_provider(meter.clone());

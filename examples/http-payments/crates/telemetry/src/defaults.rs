@@ -1,5 +1,6 @@
 //! The workspace's telemetry defaults, fixed when the template was rendered; the environment
-//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`) overrides them at run time.
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_RESOURCE_ATTRIBUTES`)
+//! overrides them at run time.
 
 use crate::settings::{Defaults, Protocol};
 
@@ -8,3 +9,7 @@ pub const DEFAULTS: Defaults = Defaults {
     endpoint: "http://localhost:4318",
     protocol: Protocol::HttpProtobuf,
 };
+
+/// Resource attributes every signal carries, in `OTEL_RESOURCE_ATTRIBUTES` syntax; a key set in
+/// `OTEL_RESOURCE_ATTRIBUTES` wins.
+pub const RESOURCE_ATTRIBUTES: &str = "deployment.environment.name=development";

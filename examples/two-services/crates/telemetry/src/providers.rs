@@ -8,6 +8,9 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::resource::{
+    EnvResourceDetector, SdkProvidedResourceDetector, TelemetryResourceDetector,
+};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use crate::console::ConsoleExporter;
@@ -22,20 +25,41 @@ pub(crate) struct Providers {
 }
 
 /// `service.name` from `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`, else the service's own
-/// name; `service.version`; a fresh `service.instance.id`; the SDK's `telemetry.sdk.*`.
-pub(crate) fn resource(service_name: &str, service_version: &str) -> Resource {
-    let detected = Resource::builder().build();
-    let named_by_env = detected
+/// name; `service.version`; a fresh `service.instance.id`; the workspace's default attributes
+/// (`OTEL_RESOURCE_ATTRIBUTES` wins over them); the SDK's `telemetry.sdk.*`.
+pub(crate) fn resource(service_name: &str, service_version: &str, defaults: &str) -> Resource {
+    let house = defaults.split(',').filter_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        let (key, value) = (key.trim(), value.trim());
+        (!key.is_empty()).then(|| KeyValue::new(key.to_owned(), value.to_owned()))
+    });
+    // Detectors merge over what came before: the environment has the last word.
+    let resource = Resource::builder_empty()
+        .with_attributes(house)
+        .with_attributes([
+            KeyValue::new("service.version", service_version.to_owned()),
+            KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+        ])
+        .with_detectors(&[
+            Box::new(SdkProvidedResourceDetector),
+            Box::new(TelemetryResourceDetector),
+            Box::new(EnvResourceDetector::new()),
+        ])
+        .build();
+    let named_by_env = resource
         .get(&opentelemetry::Key::from_static_str("service.name"))
         .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
-    let mut builder = Resource::builder().with_attributes([
-        KeyValue::new("service.version", service_version.to_owned()),
-        KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
-    ]);
-    if !named_by_env {
-        builder = builder.with_service_name(service_name.to_owned());
+    if named_by_env {
+        return resource;
     }
-    builder.build()
+    Resource::builder_empty()
+        .with_attributes(
+            resource
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_service_name(service_name.to_owned())
+        .build()
 }
 
 /// Builds what `settings` asks for. An exporter that cannot be built (an https endpoint in a build
@@ -187,6 +211,38 @@ impl Providers {
             Ok(Ok(problems)) => problems,
             Ok(Err(_)) => vec!["the shutdown thread panicked".to_owned()],
             Err(e) => vec![format!("could not start the shutdown thread: {e}")],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::Key;
+
+    #[test]
+    fn the_resource_carries_the_workspace_defaults_and_the_version() {
+        let resource = super::resource(
+            "svc",
+            "1.2.3",
+            "deployment.environment.name=staging, team=core,broken",
+        );
+        let get = |key: &'static str| {
+            resource
+                .get(&Key::from_static_str(key))
+                .map(|v| v.to_string())
+        };
+        assert_eq!(get("service.version").as_deref(), Some("1.2.3"));
+        assert_eq!(get("team").as_deref(), Some("core"));
+        if std::env::var_os("OTEL_RESOURCE_ATTRIBUTES").is_none() {
+            assert_eq!(
+                get("deployment.environment.name").as_deref(),
+                Some("staging")
+            );
+        }
+        assert_eq!(get("service.instance.id").map(|id| id.len()), Some(36));
+        assert!(get("telemetry.sdk.name").is_some());
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            assert_eq!(get("service.name").as_deref(), Some("svc"));
         }
     }
 }
