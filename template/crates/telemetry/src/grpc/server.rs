@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 use opentelemetry::propagation::Extractor;
 use opentelemetry_http::HeaderExtractor;
 use tower::{Layer, Service};
-use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -99,10 +98,7 @@ where
             .as_ref()
             .is_some_and(|p| !UNTRACED_SERVICES.contains(&p.service()));
         let Some(path) = path.filter(|_| traced) else {
-            return ResponseFuture {
-                inner: self.inner.call(request).instrument(tracing::Span::none()),
-                record: None,
-            };
+            return ResponseFuture::untraced(self.inner.call(request));
         };
 
         let span = tracing::info_span!(
@@ -133,10 +129,7 @@ where
         }
 
         let record = CallRecord::new(span.clone(), path, Arc::clone(&self.instruments));
-        ResponseFuture {
-            inner: self.inner.call(request).instrument(span),
-            record: Some(record),
-        }
+        ResponseFuture::traced(self.inner.call(request), span, record)
     }
 }
 

@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 use opentelemetry::KeyValue;
 use opentelemetry_http::HeaderInjector;
 use tower::{Layer, Service};
-use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -92,10 +91,7 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let Some(path) = RpcPath::parse(request.uri().path()) else {
-            return ResponseFuture {
-                inner: self.inner.call(request).instrument(tracing::Span::none()),
-                record: None,
-            };
+            return ResponseFuture::untraced(self.inner.call(request));
         };
         let span = tracing::info_span!(
             "grpc.client",
@@ -128,9 +124,6 @@ where
             );
         });
         let record = CallRecord::new(span.clone(), path, Arc::clone(&self.layer.instruments));
-        ResponseFuture {
-            inner: self.inner.call(request).instrument(span),
-            record: Some(record),
-        }
+        ResponseFuture::traced(self.inner.call(request), span, record)
     }
 }

@@ -317,6 +317,24 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F> ResponseFuture<F> {
+    /// A call the layer does not instrument (health checks, reflection, non-gRPC paths).
+    fn untraced(inner: F) -> Self {
+        Self {
+            inner: tracing::Instrument::instrument(inner, Span::none()),
+            record: None,
+        }
+    }
+
+    /// A call that runs inside `span` and records its outcome through `record`.
+    fn traced(inner: F, span: Span, record: CallRecord) -> Self {
+        Self {
+            inner: tracing::Instrument::instrument(inner, span),
+            record: Some(record),
+        }
+    }
+}
+
 impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
