@@ -143,9 +143,13 @@ def run_one(s: Scenario, a: argparse.Namespace, bindir: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         result = {}
     verdict = "TIMEOUT" if timed_out.is_set() else VERDICT.get(rc, f"EXIT {rc}")
+    failures = result.get("failures", []) or ([result["could_not_run"]] if "could_not_run" in result else [])
+    if verdict != "PASS" and not failures:  # no result.json: the last words of its output
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        failures = [ln for ln in lines if "could not run" in ln][:1] or lines[-1:]
     return {"name": s.name, "verdict": verdict, "exit": rc, "seconds": round(elapsed, 1), "log": str(log),
             "workdir": str(wd), "figures": {k: dig(result, k) for k in s.figures},
-            "failures": result.get("failures", []) or ([result["could_not_run"]] if "could_not_run" in result else [])}
+            "failures": [f.strip().splitlines()[0] if f.strip() else f for f in failures]}
 
 
 def main(argv: list[str]) -> int:
