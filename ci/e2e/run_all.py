@@ -49,7 +49,7 @@ SCENARIOS = [
     Scenario("whole-http", "scenario_whole.py", ["--protocol", "http/protobuf", "--requests", "200", "--concurrency", "8"],
              ["--protocol", "http/protobuf", "--requests", "50"], 240,
              ["requests", "throughput_rps", "latency_ms.p99", "telemetry_complete_after_server_exit_s"]),
-    Scenario("collector-down", "scenario_collector_down.py", [], ["--requests", "1500"], 300,
+    Scenario("collector-down", "scenario_collector_down.py", [], ["--requests", "3000"], 300,
              ["requests", "rss_kb_idle", "rss_growth_kb_after_part1", "sdk_lines_total", "dropped.spans",
               "single_call_s", "server_stop_s"]),
     Scenario("collector-restart", "scenario_collector_restart.py", [], ["--window", "7", "--post", "100"], 300,
