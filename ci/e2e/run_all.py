@@ -2,8 +2,8 @@
 """Run every end-to-end scenario in sequence against one set of built binaries, each with its
 own rotel on free ports, and print a table: scenario, verdict, time, key figures.
 
-    python3 ci/e2e/run_all.py --bin-dir /tmp/cg-target/release            # ~3 min on 2 cores
-    python3 ci/e2e/run_all.py --bin-dir /tmp/cg-target/release --quick    # ~1.5 min
+    python3 ci/e2e/run_all.py --bin-dir /tmp/cg-target/release            # ~2.5 min on 2 cores
+    python3 ci/e2e/run_all.py --bin-dir /tmp/cg-target/release --quick    # ~1 min
     python3 ci/e2e/run_all.py --only sigterm,bad-input
 
 The binaries are hard-linked once into <workdir>/bin, so a cargo build during the run cannot
