@@ -87,7 +87,10 @@ impl Client {
         let mut request = tonic::Request::new(MyRequest { id: id.clone() });
         request
             .extensions_mut()
-            .insert(SpanAttributes(vec![KeyValue::new("request.id", id)]));
+            .insert(SpanAttributes(vec![KeyValue::new(
+                "request.id",
+                telemetry::bounded(&id).to_owned(),
+            )]));
         self.inner
             .process_request(request)
             .await

@@ -60,11 +60,18 @@ fn main() -> ExitCode {
         }
     };
     let service_name = format!("{}-client", proto::SERVICE_NAME);
+    // Load mode writes no line per call unless RUST_LOG asks: at thousands of calls a second the
+    // lines would cost the CPU the server under test needs. Spans are recorded either way.
+    let load = args.requests.is_some() || args.duration.is_some();
     let telemetry = runtime.block_on(async {
         telemetry::Telemetry::builder(&service_name, env!("CARGO_PKG_VERSION"))
             .writer(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
                 std::io::stderr,
             ))
+            .env(move |name| match std::env::var(name) {
+                Err(_) if load && name == "RUST_LOG" => Some("warn".to_owned()),
+                value => value.ok(),
+            })
             .init()
     });
     let telemetry = match telemetry {

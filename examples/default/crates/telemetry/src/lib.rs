@@ -28,6 +28,19 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 pub use settings::Settings;
 
+/// Longest caller-supplied value (a request id, say) that goes into a span attribute or a log line,
+/// in characters. A request may carry megabytes; in telemetry it would make every export batch it
+/// rides in too large for the collector, and the whole batch, other calls' spans with it, is lost.
+pub const MAX_VALUE_CHARS: usize = 256;
+
+/// `value` cut to [`MAX_VALUE_CHARS`] characters, for telemetry only.
+pub fn bounded(value: &str) -> &str {
+    match value.char_indices().nth(MAX_VALUE_CHARS) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
+}
+
 /// How long dropping the guard may spend flushing all three signals before it gives up.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
 

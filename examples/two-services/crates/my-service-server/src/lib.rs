@@ -46,7 +46,10 @@ pub async fn run(
         let _ = draining_tx.send(());
     };
     let serve = tonic::transport::Server::builder()
-        .layer(telemetry::grpc::GrpcServerLayer::new(proto::METRIC_PREFIX))
+        .layer(telemetry::grpc::GrpcServerLayer::new(
+            proto::METRIC_PREFIX,
+            &[proto::FILE_DESCRIPTOR_SET],
+        ))
         .layer(limits::MessageLimitLayer)
         .add_service(health_service)
         .add_service(reflection)

@@ -92,10 +92,11 @@ impl proto::Service for Handler {
         let started = Instant::now();
         let request = request.into_inner();
         // The current span is the SERVER span the telemetry layer opened for this call.
-        Span::current().set_attribute("request.id", request.id.clone());
-        tracing::info!("Processing request: {}", request.id);
+        let shown = telemetry::bounded(&request.id);
+        Span::current().set_attribute("request.id", shown.to_owned());
+        tracing::info!("Processing request: {shown}");
 
-        let span = tracing::info_span!("process-business-logic", request.id = %request.id);
+        let span = tracing::info_span!("process-business-logic", request.id = shown);
         let response = self
             .business_logic(&request, started)
             .instrument(span)

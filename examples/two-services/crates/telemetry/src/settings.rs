@@ -184,9 +184,16 @@ impl Reader<'_> {
     }
 
     fn warn(&mut self, name: &str, value: &str, problem: &str, fallback: &str) {
-        self.warnings.push(format!(
+        self.note(format!(
             "{name}={value:?} is invalid ({problem}); using {fallback}"
         ));
+    }
+
+    /// Records a warning once: generic variables are read for each of the three signals.
+    fn note(&mut self, warning: String) {
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
     }
 
     fn bool(&mut self, name: &str, default: bool) -> bool {
@@ -245,7 +252,7 @@ impl Reader<'_> {
                 "tracecontext" => trace_context = true,
                 "baggage" => baggage = true,
                 "none" => {}
-                _ => self.warnings.push(format!(
+                _ => self.note(format!(
                     "OTEL_PROPAGATORS: {entry:?} is not supported (supported: tracecontext, baggage, none); it is ignored"
                 )),
             }
@@ -283,7 +290,7 @@ impl Reader<'_> {
         let mut entries = value.split(',').map(str::trim).filter(|e| !e.is_empty());
         let first = entries.next().unwrap_or("otlp");
         if entries.next().is_some() {
-            self.warnings.push(format!(
+            self.note(format!(
                 "{name}={value:?}: one exporter per signal is supported; using {first:?}"
             ));
         }
@@ -403,7 +410,7 @@ impl Reader<'_> {
                 }
             };
             if let Some(problem) = problem {
-                self.warnings.push(format!(
+                self.note(format!(
                     "{name}: entry {} {problem}; that header is not sent",
                     index + 1
                 ));
@@ -505,6 +512,7 @@ mod tests {
         assert_eq!(s.traces.exporter, ExporterKind::Otlp);
         assert!(s.propagate_trace_context && !s.propagate_baggage);
         let all = s.warnings.join("\n");
+        assert_eq!(s.warnings.len(), 7, "one warning per bad variable:\n{all}");
         for name in [
             "OTEL_SDK_DISABLED",
             "OTEL_EXPORTER_OTLP_PROTOCOL",

@@ -1,11 +1,13 @@
 //! The server side: continue the caller's trace from the W3C headers, open a SERVER span named
 //! `grpc.server.<Method>`, and record the RPC metrics, for every method of every service.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use opentelemetry::propagation::Extractor;
 use opentelemetry_http::HeaderExtractor;
+use prost::Message as _;
 use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -23,12 +25,15 @@ const UNTRACED_SERVICES: [&str; 3] = [
 #[derive(Clone, Debug)]
 pub struct GrpcServerLayer {
     instruments: Arc<Instruments>,
+    methods: Arc<HashSet<Box<str>>>,
 }
 
 impl GrpcServerLayer {
-    /// `metric_prefix` names the seed-style metrics (`<prefix>.requests.total`, ...). Build it
-    /// after `telemetry::init`, which installs the meter provider it records into.
-    pub fn new(metric_prefix: &str) -> Self {
+    /// `metric_prefix` names the seed-style metrics (`<prefix>.requests.total`, ...);
+    /// `descriptor_sets` (the encoded `FileDescriptorSet`s of the served protos) name the methods
+    /// the server implements: any other path is `_OTHER`. Build it after `telemetry::init`, which
+    /// installs the meter provider it records into.
+    pub fn new(metric_prefix: &str, descriptor_sets: &[&[u8]]) -> Self {
         let meter = opentelemetry::global::meter("telemetry");
         let instruments = Instruments {
             side: Side::Server,
@@ -57,8 +62,38 @@ impl GrpcServerLayer {
         };
         Self {
             instruments: Arc::new(instruments),
+            methods: Arc::new(methods(descriptor_sets)),
         }
     }
+}
+
+/// `package.Service/Method` of every method in the descriptor sets.
+fn methods(descriptor_sets: &[&[u8]]) -> HashSet<Box<str>> {
+    let mut methods = HashSet::new();
+    for bytes in descriptor_sets {
+        let set = match prost_types::FileDescriptorSet::decode(*bytes) {
+            Ok(set) => set,
+            Err(error) => {
+                tracing::warn!(
+                    "a descriptor set does not decode ({error}): its methods are _OTHER"
+                );
+                continue;
+            }
+        };
+        for file in &set.file {
+            let package = file.package();
+            for service in &file.service {
+                for method in &service.method {
+                    let service_name = match package {
+                        "" => service.name().to_owned(),
+                        package => format!("{package}.{}", service.name()),
+                    };
+                    methods.insert(format!("{service_name}/{}", method.name()).into_boxed_str());
+                }
+            }
+        }
+    }
+    methods
 }
 
 impl<S> Layer<S> for GrpcServerLayer {
@@ -68,6 +103,7 @@ impl<S> Layer<S> for GrpcServerLayer {
         GrpcServerService {
             inner,
             instruments: Arc::clone(&self.instruments),
+            methods: Arc::clone(&self.methods),
         }
     }
 }
@@ -77,6 +113,7 @@ impl<S> Layer<S> for GrpcServerLayer {
 pub struct GrpcServerService<S> {
     inner: S,
     instruments: Arc<Instruments>,
+    methods: Arc<HashSet<Box<str>>>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcServerService<S>
@@ -97,21 +134,25 @@ where
         let traced = path
             .as_ref()
             .is_some_and(|p| !UNTRACED_SERVICES.contains(&p.service()));
-        let Some(path) = path.filter(|_| traced) else {
+        let Some(mut path) = path.filter(|_| traced) else {
             return ResponseFuture::untraced(self.inner.call(request));
         };
+        path.known = self.methods.contains(&*path.full);
 
         let span = tracing::info_span!(
             "grpc.server",
             otel.name = format!("grpc.server.{}", path.method()),
             otel.kind = "server",
             rpc.system.name = "grpc",
-            rpc.method = &*path.full,
+            rpc.method = &*path.rpc_method(),
             rpc.status_code = Empty,
             error.type = Empty,
             network.peer.address = Empty,
             network.peer.port = Empty,
         );
+        if !path.known {
+            span.set_attribute("rpc.method_original", path.full.to_string());
+        }
         if let Some(peer) = request
             .extensions()
             .get::<tonic::transport::server::TcpConnectInfo>()
@@ -133,15 +174,21 @@ where
     }
 }
 
-/// Hides a `traceparent` that is not well-formed W3C trace context from the propagator: the SDK's
-/// parser checks neither field lengths nor hex digits' count, so `00-<30 hex digits>-...` would
-/// otherwise become the parent of the call (found by this template's tests).
+/// Hides a `traceparent` or `tracestate` that is not well-formed W3C trace context from the
+/// propagator: the SDK's parser checks neither field lengths nor hex digits' count, so
+/// `00-<30 hex digits>-...` would otherwise become the parent of the call (found by this
+/// template's tests), and it passes any `tracestate` on to every span and downstream call.
 struct StrictExtractor<'a>(HeaderExtractor<'a>);
 
 impl Extractor for StrictExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         let value = self.0.get(key)?;
-        (key != "traceparent" || well_formed_traceparent(value)).then_some(value)
+        let well_formed = match key {
+            "traceparent" => well_formed_traceparent(value),
+            "tracestate" => well_formed_tracestate(value),
+            _ => true,
+        };
+        well_formed.then_some(value)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -168,9 +215,76 @@ fn well_formed_traceparent(value: &str) -> bool {
         && hex(fields[3], 2)
 }
 
+/// At most 32 `key=value` members, no duplicate keys; keys `[a-z0-9][a-z0-9_*/-]*` with an optional
+/// `@system` part, values of printable ASCII without `,` and `=`, at most 256 characters each.
+fn well_formed_tracestate(value: &str) -> bool {
+    let members: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    let key_ok = |key: &str| {
+        let plain = |part: &str, first_digit_ok: bool| {
+            !part.is_empty()
+                && part.len() <= 241
+                && part.bytes().enumerate().all(|(i, b)| {
+                    b.is_ascii_lowercase()
+                        || (b.is_ascii_digit() && (i > 0 || first_digit_ok))
+                        || (i > 0 && matches!(b, b'_' | b'-' | b'*' | b'/'))
+                })
+        };
+        match key.split_once('@') {
+            None => key.len() <= 256 && plain(key, true),
+            Some((tenant, system)) => {
+                plain(tenant, true) && system.len() <= 14 && plain(system, false)
+            }
+        }
+    };
+    let value_ok = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 256
+            && !v.ends_with(' ')
+            && v.bytes()
+                .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+    };
+    let mut keys = HashSet::new();
+    members.len() <= 32
+        && members.iter().all(|member| {
+            member
+                .split_once('=')
+                .is_some_and(|(k, v)| key_ok(k) && value_ok(v) && keys.insert(k))
+        })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::well_formed_traceparent;
+    use super::{well_formed_traceparent, well_formed_tracestate};
+
+    #[test]
+    fn only_well_formed_tracestates_pass() {
+        assert!(well_formed_tracestate(
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+        ));
+        assert!(well_formed_tracestate("tenant@vendor=opaque-value"));
+        let too_many = (0..33)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let long_key = format!("{}=v", "k".repeat(257));
+        for bad in [
+            "=",
+            "a=",
+            "=v",
+            "a=b=c",
+            "A=b",
+            "a=b,a=c",
+            "a=b\tc",
+            too_many.as_str(),
+            long_key.as_str(),
+        ] {
+            assert!(!well_formed_tracestate(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_well_formed_traceparents_pass() {

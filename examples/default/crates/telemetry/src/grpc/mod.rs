@@ -48,10 +48,13 @@ fn duration_histogram(meter: &Meter, name: String, description: &'static str) ->
 /// `/package.Service/Method` split into its parts.
 #[derive(Clone, Debug)]
 struct RpcPath {
-    /// `package.Service/Method`, the stable `rpc.method`.
+    /// `package.Service/Method` as called.
     full: Arc<str>,
     /// Where `Service` ends in `full`.
     slash: usize,
+    /// Whether the method is one the server implements. An unknown one is `_OTHER` on spans and
+    /// metrics from the start: raw paths are caller input, and unbounded.
+    known: bool,
 }
 
 impl RpcPath {
@@ -62,6 +65,7 @@ impl RpcPath {
         ok.then(|| Self {
             full: Arc::from(full),
             slash,
+            known: true,
         })
     }
 
@@ -70,7 +74,20 @@ impl RpcPath {
     }
 
     fn method(&self) -> &str {
-        &self.full[self.slash + 1..]
+        if self.known {
+            &self.full[self.slash + 1..]
+        } else {
+            OTHER
+        }
+    }
+
+    /// The `rpc.method` attribute: the full name, or `_OTHER`.
+    fn rpc_method(&self) -> Arc<str> {
+        if self.known {
+            Arc::clone(&self.full)
+        } else {
+            Arc::from(OTHER)
+        }
     }
 }
 
@@ -159,22 +176,10 @@ impl CallRecord {
         let side = self.instruments.side;
         let failed = code != Code::Ok;
         let code_name = code_name(code);
-        let unknown_method = side == Side::Server && code == Code::Unimplemented;
-        let rpc_method: Arc<str> = if unknown_method {
-            Arc::from(OTHER)
-        } else {
-            Arc::clone(&self.path.full)
-        };
 
         self.span.record(attr::RPC_STATUS_CODE, code_name);
         if failed {
             self.span.record(attr::ERROR_TYPE, code_name);
-        }
-        if unknown_method {
-            self.span.record("otel.name", "grpc.server._OTHER");
-            self.span.record(attr::RPC_METHOD, OTHER);
-            self.span
-                .set_attribute("rpc.method_original", self.path.full.to_string());
         }
         // Server spans are errors only for the codes that mean the server failed; a client span
         // is an error for any code but OK (semconv docs/rpc/grpc.md).
@@ -201,7 +206,7 @@ impl CallRecord {
             KeyValue::new(attr::RPC_SYSTEM_NAME, "grpc"),
             KeyValue::new(
                 attr::RPC_METHOD,
-                opentelemetry::StringValue::from(rpc_method),
+                opentelemetry::StringValue::from(self.path.rpc_method()),
             ),
             KeyValue::new(attr::RPC_STATUS_CODE, code_name),
         ];
@@ -213,12 +218,7 @@ impl CallRecord {
         let error = if failed { "true" } else { "false" };
         let seed_attrs = match side {
             Side::Server => {
-                let method = if unknown_method {
-                    OTHER
-                } else {
-                    self.path.method()
-                };
-                let method = KeyValue::new("method", method.to_owned());
+                let method = KeyValue::new("method", self.path.method().to_owned());
                 if let Some(active) = &self.instruments.active {
                     active.add(-1, std::slice::from_ref(&method));
                 }

@@ -130,3 +130,54 @@ async fn an_oversized_message_is_resource_exhausted() {
     );
     app.stop();
 }
+
+#[tokio::test]
+async fn an_unknown_method_is_unimplemented_and_named_other() {
+    let app = spawn_app().await;
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let original = format!(
+        "{}/NoSuchMethod{}",
+        proto::GRPC_SERVICE,
+        uuid::Uuid::new_v4().simple()
+    );
+    let path = format!("/{original}").parse().unwrap();
+    let codec = tonic_prost::ProstCodec::<proto::MyRequest, proto::MyResponse>::default();
+    let request = tonic::Request::new(proto::MyRequest { id: "x".into() });
+    let status = grpc.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+
+    world().flush().await;
+    let server = world()
+        .receiver
+        .wait_for(crate::helpers::ARRIVAL, |r| {
+            r.spans()
+                .into_iter()
+                .find(|s| s.attributes.get("rpc.method_original") == Some(&original))
+        })
+        .await
+        .expect("a span for the unknown method");
+    // Made-up paths must not mint span names or metric series.
+    assert_eq!(server.name, "grpc.server._OTHER");
+    check_attributes(
+        &server,
+        &[
+            ("rpc.method", "_OTHER"),
+            ("rpc.status_code", "UNIMPLEMENTED"),
+        ],
+    );
+    assert_eq!(server.status, "ERROR");
+    assert!(world().receiver.points().iter().all(|p| {
+        p.attributes
+            .get("rpc.method")
+            .is_none_or(|m| !m.contains("NoSuchMethod"))
+            && p.attributes
+                .get("method")
+                .is_none_or(|m| !m.contains("NoSuchMethod"))
+    }));
+}

@@ -111,3 +111,26 @@ async fn hostile_request_ids_keep_every_line_valid_json() {
     assert_eq!(server.attributes["request.id"], id);
     app.stop();
 }
+
+#[tokio::test]
+async fn a_huge_request_id_is_cut_in_telemetry_only() {
+    let mut app = spawn_app().await;
+    let prefix = unique_id("huge");
+    let id = format!("{prefix}-{}", "é".repeat(200_000));
+    assert_eq!(
+        app.client.process_request(id.clone()).await.unwrap().result,
+        "success"
+    );
+
+    let shown = telemetry::bounded(&id);
+    assert_eq!(shown.chars().count(), telemetry::MAX_VALUE_CHARS);
+    let spans = world().trace_of(shown, 4).await;
+    let server = span(&spans, "grpc.server.ProcessRequest");
+    assert_eq!(server.attributes["request.id"], shown);
+    let logs = world().logs_of(&server.trace_id, 3).await;
+    assert!(
+        logs.iter()
+            .any(|l| l.body == format!("Processing request: {shown}"))
+    );
+    app.stop();
+}
