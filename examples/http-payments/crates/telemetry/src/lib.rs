@@ -99,8 +99,10 @@ impl Telemetry {
         self
     }
 
-    /// Reads `OTEL_*`, `RUST_LOG` and `LOG_SPAN_LINES` through `env` instead of the process
-    /// environment, which a multi-threaded test cannot safely change.
+    /// Reads the settings of [`Settings`], `RUST_LOG` and `LOG_SPAN_LINES` through `env` instead
+    /// of the process environment, which a multi-threaded test cannot safely change. The SDK still
+    /// reads what it owns from the process: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, the
+    /// headers, the sampler and the batch settings.
     pub fn env(mut self, env: impl Fn(&str) -> Option<String> + 'static) -> Self {
         self.env = Box::new(env);
         self
