@@ -313,7 +313,10 @@ def main(argv: list[str]) -> int:
                 "OTEL_BLRP_SCHEDULE_DELAY": "200",
             }
             server_env = {**common, "OTEL_SERVICE_NAME": server_svc, "FAILURE_RATE": "0", **kv_list(args.server_env)}
-            client_env = {**common, "OTEL_SERVICE_NAME": client_svc, **kv_list(args.client_env)}
+            # Load mode writes no line per call by default; this scenario checks the client's
+            # log records too, so it asks for them.
+            client_env = {**common, "OTEL_SERVICE_NAME": client_svc, "RUST_LOG": "info",
+                          **kv_list(args.client_env)}
             server, port = procs.start_server(args.server_bin, workdir, server_env, name="server")
             figures["server_ready_s"] = round(server.ready_after_s, 3)
             figures["server_rss_kb_idle"] = server.rss_kb()
