@@ -8,6 +8,10 @@
 # E2E=0 to skip the end-to-end scenarios.
 source "$(dirname "$0")/lib.sh"
 started=$SECONDS
+steps=0
+# Counts a finished step; any failure stops the script (set -e), so the count is of passes.
+passed() { steps=$((steps + 1)); }
+trap 'echo "template checks: $steps passed, 1 failed"' ERR
 
 step "tools"
 ensure_cargo_generate
@@ -19,33 +23,42 @@ rustc --version
 
 step "harness unit tests"
 python3 -m unittest discover -s "$REPO/ci/e2e" -p 'test_*.py'
+passed
 
 step "placeholder validation"
 timed bash "$REPO/ci/placeholders.sh"
+passed
 
 step "fork workflow: favorites render a house workspace and add a service"
 timed bash "$REPO/ci/favorites.sh"
+passed
 
 step "variants: render each of ci/variants/ outside the repository, compare with examples/, build, lint, test"
 timed bash "$REPO/ci/variants.sh"
+passed
 default=$WORK/variants/default/acme
 
 step "the same render through --git"
 (cd "$WORK" && rm -rf via-git && mkdir via-git && cd via-git \
     && CARGO_NAME="Template CI" CARGO_EMAIL="ci@example.invalid" \
         "$CARGO_GENERATE" generate --git "$REPO" --name acme --silent --vcs none >/dev/null)
-diff -r "$REPO/examples/default" "$WORK/via-git/acme" && echo "identical to the --path render"
+diff -r "$REPO/examples/default" "$WORK/via-git/acme" || die "the --git render differs from the --path render"
+echo "identical to the --path render"
+passed
 
 # A newer cargo-generate, where one is installed, must render the same files (CI proves the pin).
 if [[ -n ${CARGO_GENERATE_LATEST:-} && -x $CARGO_GENERATE_LATEST ]]; then
     step "cross-check with $("$CARGO_GENERATE_LATEST" --version)"
     CARGO_GENERATE=$CARGO_GENERATE_LATEST RENDER_ONLY=1 CI_WORK=$WORK/latest bash "$REPO/ci/variants.sh"
+    passed
 fi
 
 if [[ ${E2E:-1} != 0 ]]; then
     step "end to end against rotel (release build)"
     (cd "$default" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" timed cargo build --locked --release)
     timed python3 "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
+    passed
 fi
 
 printf '\nall template checks passed in %ds\n' $((SECONDS - started))
+echo "template checks: $steps passed, 0 failed"
