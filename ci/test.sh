@@ -33,6 +33,10 @@ step "fork workflow: favorites render a house workspace and add a service"
 timed bash "$REPO/ci/favorites.sh"
 passed
 
+step "adding a service refuses where it cannot work, writing nothing"
+timed bash "$REPO/ci/add-service.sh"
+passed
+
 step "variants: render each of ci/variants/ outside the repository, compare with examples/, build, lint, test"
 timed bash "$REPO/ci/variants.sh"
 passed
