@@ -131,9 +131,15 @@ impl Settings {
         };
         let sdk_disabled = reader.bool("OTEL_SDK_DISABLED", false);
         let (propagate_trace_context, propagate_baggage) = reader.propagators();
-        let traces = reader.signal(Signal::Traces, defaults);
-        let metrics = reader.signal(Signal::Metrics, defaults);
-        let logs = reader.signal(Signal::Logs, defaults);
+        // The generic variables are read once; each signal may override them.
+        let generic = Generic {
+            protocol: reader.protocol("OTEL_EXPORTER_OTLP_PROTOCOL", defaults.protocol),
+            endpoint: reader.generic_endpoint(),
+            timeout: reader.millis("OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_TIMEOUT, true),
+        };
+        let traces = reader.signal(Signal::Traces, &generic, defaults);
+        let metrics = reader.signal(Signal::Metrics, &generic, defaults);
+        let logs = reader.signal(Signal::Logs, &generic, defaults);
         let metric_export_interval = reader.millis(
             "OTEL_METRIC_EXPORT_INTERVAL",
             DEFAULT_METRIC_INTERVAL,
@@ -170,6 +176,14 @@ impl Settings {
     }
 }
 
+/// The `OTEL_EXPORTER_OTLP_*` values every signal starts from.
+struct Generic {
+    protocol: Protocol,
+    /// A valid `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL), if one is set.
+    endpoint: Option<String>,
+    timeout: Duration,
+}
+
 struct Reader<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     warnings: Vec<String>,
@@ -184,16 +198,9 @@ impl Reader<'_> {
     }
 
     fn warn(&mut self, name: &str, value: &str, problem: &str, fallback: &str) {
-        self.note(format!(
+        self.warnings.push(format!(
             "{name}={value:?} is invalid ({problem}); using {fallback}"
         ));
-    }
-
-    /// Records a warning once: generic variables are read for each of the three signals.
-    fn note(&mut self, warning: String) {
-        if !self.warnings.contains(&warning) {
-            self.warnings.push(warning);
-        }
     }
 
     fn bool(&mut self, name: &str, default: bool) -> bool {
@@ -252,7 +259,7 @@ impl Reader<'_> {
                 "tracecontext" => trace_context = true,
                 "baggage" => baggage = true,
                 "none" => {}
-                _ => self.note(format!(
+                _ => self.warnings.push(format!(
                     "OTEL_PROPAGATORS: {entry:?} is not supported (supported: tracecontext, baggage, none); it is ignored"
                 )),
             }
@@ -260,19 +267,17 @@ impl Reader<'_> {
         (trace_context, baggage)
     }
 
-    fn signal(&mut self, signal: Signal, defaults: Defaults) -> SignalSettings {
+    fn signal(&mut self, signal: Signal, generic: &Generic, defaults: Defaults) -> SignalSettings {
         let infix = signal.env_infix();
         let exporter = self.exporter(&format!("OTEL_{infix}_EXPORTER"));
-        let generic_protocol = self.protocol("OTEL_EXPORTER_OTLP_PROTOCOL", defaults.protocol);
         let protocol = self.protocol(
             &format!("OTEL_EXPORTER_OTLP_{infix}_PROTOCOL"),
-            generic_protocol,
+            generic.protocol,
         );
-        let endpoint = self.endpoint(signal, protocol, defaults);
-        let generic_timeout = self.millis("OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_TIMEOUT, true);
+        let endpoint = self.endpoint(signal, protocol, generic, defaults);
         let timeout = self.millis(
             &format!("OTEL_EXPORTER_OTLP_{infix}_TIMEOUT"),
-            generic_timeout,
+            generic.timeout,
             true,
         );
         SignalSettings {
@@ -290,7 +295,7 @@ impl Reader<'_> {
         let mut entries = value.split(',').map(str::trim).filter(|e| !e.is_empty());
         let first = entries.next().unwrap_or("otlp");
         if entries.next().is_some() {
-            self.note(format!(
+            self.warnings.push(format!(
                 "{name}={value:?}: one exporter per signal is supported; using {first:?}"
             ));
         }
@@ -319,7 +324,25 @@ impl Reader<'_> {
         })
     }
 
-    fn endpoint(&mut self, signal: Signal, protocol: Protocol, defaults: Defaults) -> String {
+    fn generic_endpoint(&mut self) -> Option<String> {
+        let name = "OTEL_EXPORTER_OTLP_ENDPOINT";
+        let value = self.get(name)?;
+        match check_url(&value) {
+            Ok(()) => Some(value),
+            Err(problem) => {
+                self.warn(name, &value, problem, "the default endpoint");
+                None
+            }
+        }
+    }
+
+    fn endpoint(
+        &mut self,
+        signal: Signal,
+        protocol: Protocol,
+        generic: &Generic,
+        defaults: Defaults,
+    ) -> String {
         let specific = format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.env_infix());
         // A signal-specific endpoint is a full URL, used as given.
         if let Some(value) = self.get(&specific) {
@@ -333,19 +356,10 @@ impl Reader<'_> {
         } else {
             protocol.spec_default_endpoint()
         };
-        let base = match self.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            Some(value) => match check_url(&value) {
-                Ok(()) => value,
-                Err(problem) => {
-                    self.warn("OTEL_EXPORTER_OTLP_ENDPOINT", &value, problem, default_base);
-                    default_base.to_owned()
-                }
-            },
-            None => default_base.to_owned(),
-        };
+        let base = generic.endpoint.as_deref().unwrap_or(default_base);
         // The generic endpoint is a base URL: OTLP/HTTP appends the signal's path to it.
         match protocol {
-            Protocol::Grpc => base,
+            Protocol::Grpc => base.to_owned(),
             Protocol::HttpProtobuf => {
                 format!("{}{}", base.trim_end_matches('/'), signal.http_path())
             }
@@ -410,7 +424,7 @@ impl Reader<'_> {
                 }
             };
             if let Some(problem) = problem {
-                self.note(format!(
+                self.warnings.push(format!(
                     "{name}: entry {} {problem}; that header is not sent",
                     index + 1
                 ));

@@ -83,11 +83,11 @@ fn methods(descriptor_sets: &[&[u8]]) -> HashSet<Box<str>> {
         for file in &set.file {
             let package = file.package();
             for service in &file.service {
+                let service_name = match package {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
                 for method in &service.method {
-                    let service_name = match package {
-                        "" => service.name().to_owned(),
-                        package => format!("{package}.{}", service.name()),
-                    };
                     methods.insert(format!("{service_name}/{}", method.name()).into_boxed_str());
                 }
             }
