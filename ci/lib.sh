@@ -43,12 +43,17 @@ ensure_rotel() {
     export ROTEL_VENV
 }
 
+# apt_install PACKAGE: installs a Debian package (as root, or through sudo).
+apt_install() {
+    local sudo=
+    [[ $(id -u) == 0 ]] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "$1" >/dev/null
+}
+
 ensure_h2load() {
     command -v h2load >/dev/null 2>&1 && return 0
     step "installing h2load (Debian nghttp2-client)"
-    local sudo=
-    [[ $(id -u) == 0 ]] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq nghttp2-client >/dev/null
+    apt_install nghttp2-client
 }
 
 # A compose CLI that can parse compose.yaml (no engine needed for `config`).
@@ -56,9 +61,7 @@ ensure_compose() {
     if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); return 0; fi
     if ! command -v docker-compose >/dev/null 2>&1; then
         step "installing docker-compose (Debian) to validate compose files"
-        local sudo=
-        [[ $(id -u) == 0 ]] || sudo=sudo
-        $sudo apt-get update -qq && $sudo apt-get install -y -qq docker-compose >/dev/null
+        apt_install docker-compose
     fi
     COMPOSE=(docker-compose)
 }
