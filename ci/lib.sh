@@ -34,11 +34,22 @@ ensure_cargo_generate() {
     CARGO_GENERATE=cargo-generate
 }
 
+# What the e2e harness imports (ci/e2e/otlp_receiver.py decodes OTLP with them); pinned.
+E2E_PYTHON_PACKAGES=(grpcio==1.85.3 protobuf==7.36.2 opentelemetry-proto==1.45.2)
+
+# rotel, and the harness's Python packages, in one venv: run ci/e2e with "$ROTEL_VENV/bin/python".
 ensure_rotel() {
     if [[ ! -x $ROTEL_VENV/bin/python ]] || ! "$ROTEL_VENV/bin/python" -c 'import rotel' 2>/dev/null; then
         step "installing rotel (an OpenTelemetry collector) into $ROTEL_VENV"
         python3 -m venv "$ROTEL_VENV"
         "$ROTEL_VENV/bin/pip" install --quiet rotel
+    fi
+    local want have
+    want=$(printf '%s\n' "${E2E_PYTHON_PACKAGES[@]}" | sort)
+    have=$("$ROTEL_VENV/bin/pip" freeze 2>/dev/null | grep -iE '^(grpcio|protobuf|opentelemetry-proto)==' | sort || true)
+    if [[ ${have,,} != "${want,,}" ]]; then
+        step "installing the e2e harness's Python packages into $ROTEL_VENV"
+        "$ROTEL_VENV/bin/pip" install --quiet "${E2E_PYTHON_PACKAGES[@]}"
     fi
     export ROTEL_VENV
 }

@@ -22,7 +22,7 @@ ensure_compose
 rustc --version
 
 step "harness unit tests"
-python3 -m unittest discover -s "$REPO/ci/e2e" -p 'test_*.py'
+"$ROTEL_VENV/bin/python" -m unittest discover -s "$REPO/ci/e2e" -p 'test_*.py'
 passed
 
 step "placeholder validation"
@@ -60,7 +60,7 @@ fi
 if [[ ${E2E:-1} != 0 ]]; then
     step "end to end against rotel (release build)"
     (cd "$default" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" timed cargo build --locked --release)
-    timed python3 "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
+    timed "$ROTEL_VENV/bin/python" "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
     passed
 fi
 
