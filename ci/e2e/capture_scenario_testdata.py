@@ -2,8 +2,8 @@
 """Regenerate the testdata/ files the unit tests of scenarios 2-6 read (test_scenarios.py),
 from the real processes:
 
-- rotel_basic.txt: rotel at basic verbosity (traces, metrics, logs) receiving 5 calls;
-- rotel_tracestate.txt: rotel detailed output of one call that carried traceparent+tracestate;
+- otlp_tracestate.bin: what rotel forwarded to the harness's receiver for one call that carried
+  traceparent+tracestate (otlp_receiver.read_recording);
 - server_stdout_collector_down.jsonl: a server exporting to a closed port for 3000 calls, then
   SIGTERM; only its first 3 lines and its WARN/ERROR lines are kept (the rest is 3 INFO lines
   per call);
@@ -12,7 +12,7 @@ from the real processes:
 - nghttp_internal.txt, nghttp_health.txt: nghttp -v for a call answered INTERNAL (invalid
   UTF-8), and nghttp's plain output (the body) of a health check.
 
-    python3 ci/e2e/capture_scenario_testdata.py [--bin-dir /tmp/cg-target/release]
+    "$ROTEL_VENV/bin/python" ci/e2e/capture_scenario_testdata.py [--bin-dir /tmp/cg-target/release]
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
 import h2  # noqa: E402
 import procs  # noqa: E402
+from otlp_receiver import Receiver  # noqa: E402
 from rotel import Rotel  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,15 +45,10 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="e2e-capture2-")
     off = {"OTEL_SDK_DISABLED": "true"}
 
-    with Rotel(work, name="basic", verbosity="basic") as rotel:
-        server, port = procs.start_server(server_bin, work, {**rotel.otel_env("grpc"), **FAST}, name="server-basic")
-        s = procs.run_client_load(client_bin, f"http://127.0.0.1:{port}", requests=5, concurrency=1, env=off)
-        assert s.ok == 5, s
-        assert server.stop(timeout=20) == 0
-        common.poll_until(lambda: rotel.basic_counts().spans >= 15, timeout=20, what="15 spans")
-    shutil.copy(rotel.output_path, os.path.join(OUT, "rotel_basic.txt"))
-
-    with Rotel(work, name="tracestate", debug_log=("traces",)) as rotel:
+    sample = os.path.join(OUT, "otlp_tracestate.bin")
+    if os.path.exists(sample):
+        os.remove(sample)  # the receiver appends
+    with Rotel(work, name="tracestate", receiver=Receiver(http_port=None, record=sample)) as rotel:
         server, port = procs.start_server(server_bin, work, {**rotel.otel_env("grpc"), **FAST}, name="server-ts")
         base = f"http://127.0.0.1:{port}"
         body = os.path.join(work, "body.bin")
@@ -79,7 +73,6 @@ def main() -> int:
             f.write(resp.body)
         assert server.stop(timeout=20) == 0
         rotel.wait_for(lambda t: t.find_spans("grpc.server.ProcessRequest"), timeout=20)
-    shutil.copy(rotel.output_path, os.path.join(OUT, "rotel_tracestate.txt"))
 
     dead = procs.free_port()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", **FAST}

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Regenerate testdata/ from the real processes: rotel's detailed debug output for two
-successful calls (with a periodic metric export between them), a collector restart, and one failed call (FAILURE_RATE=1), plus the first
-server's stdout.  The unit tests (test_rotel.py, test_procs.py) are written against these files;
+"""Regenerate testdata/ from the real processes: every OTLP request rotel forwarded to the
+harness's receiver (otlp_detailed.bin, read with otlp_receiver.read_recording) for two
+successful calls (with a periodic metric export between them), a collector restart, and one
+failed call (FAILURE_RATE=1), plus the first server's stdout. The unit tests
+(test_otlp_receiver.py, test_scenario_whole.py, test_procs.py) are written against these files;
 rerun this only when the template's telemetry changes, and update the tests with it.
 
-    python3 ci/e2e/capture_testdata.py [--bin-dir /tmp/cg-target/debug]
+    "$ROTEL_VENV/bin/python" ci/e2e/capture_testdata.py [--bin-dir /tmp/cg-target/debug]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procs  # noqa: E402
+from otlp_receiver import Receiver  # noqa: E402
 from rotel import Rotel  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,7 +34,12 @@ def main() -> int:
     client_bin = os.path.join(args.bin_dir, "my-service-client")
     work = tempfile.mkdtemp(prefix="e2e-capture-")
     fast = {"OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200"}
-    with Rotel(work) as rotel:
+    out = os.path.join(HERE, "testdata")
+    os.makedirs(out, exist_ok=True)
+    sample = os.path.join(out, "otlp_detailed.bin")
+    if os.path.exists(sample):
+        os.remove(sample)  # the receiver appends
+    with Rotel(work, receiver=Receiver(http_port=None, record=sample)) as rotel:
         env = {**rotel.otel_env("grpc"), **fast}
         server, port = procs.start_server(server_bin, work, env, name="server-ok")
         for i in (1, 2):
@@ -51,11 +59,8 @@ def main() -> int:
         assert server2.stop(timeout=20) == 0
         rotel.wait_for(lambda t: len(t.find_spans("grpc.server.ProcessRequest")) >= 3
                        and t.metric_total("myservice.requests.total") >= 3, timeout=20)
-    out = os.path.join(HERE, "testdata")
-    os.makedirs(out, exist_ok=True)
-    shutil.copy(rotel.output_path, os.path.join(out, "rotel_detailed.txt"))
     shutil.copy(server.stdout_path, os.path.join(out, "server_stdout.jsonl"))
-    print(f"wrote {out}/rotel_detailed.txt and server_stdout.jsonl (work dir {work})")
+    print(f"wrote {sample} and server_stdout.jsonl (work dir {work})")
     return 0
 
 

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procs  # noqa: E402
 from checks import Checks, dump_json  # noqa: E402
+from otlp_receiver import Receiver  # noqa: E402
 from rotel import Rotel, RotelError  # noqa: E402
 
 T = TypeVar("T")
@@ -292,8 +293,8 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 class Run:
-    """One scenario run: work directory, binaries snapshot, figures, checks, and every rotel and
-    process started through it (stopped in :meth:`close`)."""
+    """One scenario run: work directory, binaries snapshot, figures, checks, and every rotel,
+    receiver and process started through it (stopped in :meth:`close`)."""
 
     def __init__(self, args: argparse.Namespace, name: str) -> None:
         self.args = args
@@ -304,6 +305,7 @@ class Run:
         self.figures: dict[str, Any] = {"scenario": name, "workdir": str(self.workdir)}
         self.checks = Checks()
         self.rotels: list[Rotel] = []
+        self.receivers: list[Receiver] = []
         self.processes: list[procs.ManagedProcess] = []
         self.server_bin = args.server_bin
         self.client_bin = args.client_bin
@@ -314,8 +316,15 @@ class Run:
     # -- processes -------------------------------------------------------------------------
 
     def rotel(self, name: str = "rotel", **kw: Any) -> Rotel:
+        """rotel in front of a receiver of its own (rotel.py)."""
         r = Rotel(self.workdir, name=name, **kw)
         self.rotels.append(r)
+        return r
+
+    def receiver(self, **kw: Any) -> Receiver:
+        """The OTLP receiver alone, for the service to export to directly (otlp_receiver.py)."""
+        r = Receiver(**kw)
+        self.receivers.append(r)
         return r
 
     def start_server(self, env: Mapping[str, str], name: str = "server") -> tuple[procs.ManagedProcess, int]:
@@ -343,11 +352,11 @@ class Run:
         for p in self.processes:
             if p.running():
                 p.stop(timeout=5)
-        for r in self.rotels:
+        for r in self.rotels + self.receivers:
             try:
-                r.stop()
+                r.close() if isinstance(r, Rotel) else r.stop()
             except Exception as e:  # noqa: BLE001 - cleanup must go on
-                print(f"  (stopping {r.name}: {e})", file=sys.stderr)
+                print(f"  (stopping {r}: {e})", file=sys.stderr)
         if not self.args.no_snapshot:
             shutil.rmtree(self.workdir / "bin", ignore_errors=True)
 

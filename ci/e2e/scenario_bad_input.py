@@ -317,7 +317,7 @@ def part_a(run: Run, rotel, c, f) -> int:
     c.empty([f"{code}: {n:g}" for code, n in by_code.items() if n and code not in expected],
             "no call counted under an unexpected status code")
     c.check(rc == 0 and not server.killed, "server exited 0 on SIGTERM", f"exit {rc}")
-    f["rotel_unparsed_lines"] = len(t.unparsed)
+    f["undecoded_requests"] = len(t.unparsed)
     return total
 
 
@@ -390,7 +390,7 @@ def part_b(run: Run, rotel, c, f) -> None:
 
 def body(run: Run) -> None:
     a, c, f = run.args, run.checks, run.figures
-    rotel = run.rotel(debug_log=("traces", "metrics"))
+    rotel = run.rotel()
     rotel.start()
     print(f"{TITLE}: rotel {rotel.grpc_port}/{rotel.http_port}, workdir {run.workdir}")
     part_a(run, rotel, c, f)

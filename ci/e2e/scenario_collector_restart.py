@@ -2,7 +2,7 @@
 """Scenario 3, "collector killed and restarted mid-run": no call fails, and what the server
 produces after the collector is back reaches it.
 
-1. rotel (detailed: traces, metrics, logs) and the server (short export intervals);
+1. rotel (forwarding to the harness's OTLP receiver) and the server (short export intervals);
 2. "pre" run: --pre requests with ids pre-<i>; wait until rotel has all their server spans;
 3. "mid" run: load for --window seconds (ids mid-<i>) in the background; once the server has
    logged --kill-after of its calls, SIGKILL rotel; wait until the server reports the failed
@@ -47,7 +47,7 @@ def parse_args(argv: list[str]):
     p.add_argument("--post", type=int, default=300, help="calls after the restart (default 300)")
     p.add_argument("--window", type=float, default=12.0, help="seconds of the mid run (default 12)")
     p.add_argument("--concurrency", "-c", type=int, default=2,
-                   help="calls in flight in the mid run (default 2: ~100 calls/s keeps rotel's detailed output small)")
+                   help="calls in flight in the mid run (default 2: ~100 calls/s keeps the decoded records few)")
     p.add_argument("--db-latency-ms", type=int, default=20)
     p.add_argument("--kill-after", type=int, default=100, help="mid calls the server has started when rotel is killed")
     p.add_argument("--down-seconds", type=float, default=3.0, help="minimum outage (default 3 s)")
@@ -190,7 +190,7 @@ def body(run: Run) -> None:
     for sp in t.spans:
         span_ids[sp.span_id] = span_ids.get(sp.span_id, 0) + 1
     c.empty([k for k, v in span_ids.items() if v > 1], "no span received twice")
-    c.empty(t.unparsed, "rotel output fully understood by the parser")
+    c.empty(t.unparsed, "every OTLP request rotel forwarded decoded")
 
     c.section("server")
     sdk = common.sdk_problems(records)

@@ -3,8 +3,11 @@
 machine sustains; every span is either received by the collector or counted as dropped by the
 service itself.
 
-1. rotel at *basic* verbosity for traces (one "Received traces. ... spans=N" line per batch:
-   cheap at any rate, unlike detailed); the server with the SDK's default batch settings
+1. the harness's OTLP receiver alone, counting only (otlp_receiver.py: it sums the spans of
+   each request without building records, and keeps up at benchmark load); the service
+   exports to it directly, without rotel: a second hop would only add a queue of its own that
+   can lose spans and a process taking CPU from the service under test, and this scenario
+   asserts on the service's own accounting. The server with the SDK's default batch settings
    (queue 2048, batch 512, delay 5 s) and its default DB_LATENCY_MS (10); the client's load
    mode with its own telemetry off and RUST_LOG=warn (it is the load generator: its spans
    would mix in, and its INFO line per call costs CPU the server needs);
@@ -14,9 +17,10 @@ service itself.
    no span was dropped: the highest rate the service sustains *with* its telemetry. The probe
    has a server process of its own, whose spans are accounted as in 4;
 3. the run itself, on a fresh server (so its drop count is its own): --duration seconds at that
-   concurrency; CPU seconds of server and rotel and the server's peak RSS from /proc;
+   concurrency; CPU seconds of the server and of the harness (the receiver runs in it) and the
+   server's peak RSS from /proc;
 4. SIGTERM the server (it flushes; the SDK then logs the total of spans it dropped, if any),
-   wait (bounded) until rotel has received every span not reported dropped, and check:
+   wait (bounded) until the receiver has every span not reported dropped, and check:
    - every call succeeded;
    - spans received + spans dropped (as the service reported them) == 3 x calls served
      (a call makes a server span, a process-business-logic and a database-query span): either
@@ -70,24 +74,24 @@ def parse_args(argv: list[str]):
     return common.finish_args(p, a, "sustained")
 
 
-def account(run: Run, rotel, server, served: int, baseline: int, name: str) -> dict:
-    """Stop ``server`` (it flushes), then wait (bounded) until rotel's span count minus
+def account(run: Run, rx, server, served: int, baseline: int, name: str) -> dict:
+    """Stop ``server`` (it flushes), then wait (bounded) until the receiver's span count minus
     ``baseline`` plus what the server reported dropped reaches 3 x ``served``; check and return
     the figures of that phase."""
     a, c = run.args, run.checks
-    before_stop = rotel.basic_counts().spans - baseline
+    before_stop = rx.counts.spans - baseline
     rc = server.stop(timeout=40)
     records = common.server_stdout_checks(c, server)
     dropped = common.dropped_counts(records)
     expected = SPANS_PER_CALL * served
     dropped_spans = dropped.get("spans", 0)
-    # the flush at exit has returned, but rotel prints on its own schedule (200 ms batches)
+    # the flush at exit has returned; its last requests may still be in the receiver's threads
     try:
-        common.poll_until(lambda: rotel.basic_counts().spans - baseline + dropped_spans >= expected,
+        common.poll_until(lambda: rx.counts.spans - baseline + dropped_spans >= expected,
                           timeout=a.telemetry_timeout, what=f"{expected} {name} spans received or dropped", interval=0.25)
     except TimeoutError as e:
         print(f"  ({e})")
-    received = rotel.basic_counts().spans - baseline
+    received = rx.counts.spans - baseline
     c.check(received + dropped_spans == expected,
             f"{name}: spans received + dropped (the service's own count) == 3 x calls served",
             f"received {received} + dropped {dropped_spans} != {expected} (3 x {served}); "
@@ -105,7 +109,7 @@ def account(run: Run, rotel, server, served: int, baseline: int, name: str) -> d
     return out
 
 
-def probe(run: Run, rotel, server_env: dict, problems: list[str]) -> tuple[int, dict]:
+def probe(run: Run, rx, server_env: dict, problems: list[str]) -> tuple[int, dict]:
     """Find the concurrency to run at, on a server of its own (so the run's drop count is the
     run's); returns (concurrency, figures)."""
     a = run.args
@@ -133,39 +137,38 @@ def probe(run: Run, rotel, server_env: dict, problems: list[str]) -> tuple[int, 
     usable = {k: v for k, v in rps.items() if k != dropping_at} or rps
     best = max(usable.values())
     concurrency = min(level for level, v in usable.items() if v >= 0.95 * best)
-    figures = {"rps": rps, "spans_dropped_at": dropping_at, **account(run, rotel, server, served, 0, "probe")}
+    figures = {"rps": rps, "spans_dropped_at": dropping_at, **account(run, rx, server, served, 0, "probe")}
     return concurrency, figures
 
 
 def body(run: Run) -> None:
     a, c, f = run.args, run.checks, run.figures
-    rotel = run.rotel(verbosity="basic", debug_log=("traces",))
-    rotel.start()
-    server_env = {**rotel.otel_env(a.protocol), "OTEL_SERVICE_NAME": "e2e-sustained-server"}
+    rx = run.receiver(count_only=True).start()
+    server_env = {**rx.otel_env(a.protocol), "OTEL_SERVICE_NAME": "e2e-sustained-server"}
     f.update(protocol=a.protocol, duration_s=a.duration)
-    print(f"{TITLE}: {a.duration:g}s, OTLP {a.protocol}, rotel basic, workdir {run.workdir}")
+    print(f"{TITLE}: {a.duration:g}s, OTLP {a.protocol} straight to the receiver, workdir {run.workdir}")
     problems: list[str] = []
 
     c.section("probe")
     concurrency = a.concurrency
     if concurrency is None:
-        concurrency, f["probe"] = probe(run, rotel, server_env, problems)
+        concurrency, f["probe"] = probe(run, rx, server_env, problems)
     f["concurrency"] = concurrency
-    baseline = rotel.basic_counts().spans
+    baseline = rx.counts.spans
 
     c.section("run")
     server, sport = run.start_server(server_env)
-    cpu0 = {"server": common.cpu_seconds(server.pid), "rotel": common.cpu_seconds(rotel.pid)}
+    cpu0 = {"server": common.cpu_seconds(server.pid), "harness": common.cpu_seconds(os.getpid())}
     s = run.load(f"http://127.0.0.1:{sport}", "client-load", concurrency, duration=f"{a.duration}s",
                  id_prefix="sustained-").result(timeout=a.duration + 120)
-    cpu1 = {"server": common.cpu_seconds(server.pid), "rotel": common.cpu_seconds(rotel.pid)}
+    cpu1 = {"server": common.cpu_seconds(server.pid), "harness": common.cpu_seconds(os.getpid())}
     f["cpu_s"] = {k: round(cpu1[k] - cpu0[k], 1) for k in cpu0 if cpu0[k] is not None and cpu1[k] is not None}
     f["server_peak_rss_kb"] = server.peak_rss_kb()
     problems += [f"run: {p}" for p in common.load_problems(s)]
     f.update(requests=s.requests, ok=s.ok, errors=s.errors, throughput_rps=round(s.throughput_rps, 1),
              latency_ms=s.latency_ms, elapsed_s=round(s.elapsed_s, 2))
     print(f"  run: {s.requests} calls at concurrency {concurrency}: {s.throughput_rps:.0f}/s, latency {s.latency_ms}")
-    f.update(account(run, rotel, server, s.ok, baseline, "run"))
+    f.update(account(run, rx, server, s.ok, baseline, "run"))
     f["drop_ratio"] = round(f["spans_dropped_reported"] / f["spans_expected"], 4) if f["spans_expected"] else None
     c.check(f["spans_received"] > 0, "run: the collector received spans")
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Scenario 1, "the whole path": client -> server -> rotel, for one OTLP protocol.
 
-1. start rotel (blackhole exporter, detailed debug output for traces, metrics and logs);
+1. start rotel, exporting over OTLP to the harness's receiver (otlp_receiver.py), which decodes
+   every span, data point and log record rotel forwards;
 2. start the server with short export intervals, pointed at rotel;
 3. send N requests with the client (its load mode when the binary has one, else N single calls
    with distinct ids);
 4. stop the server with SIGTERM (it drains and flushes its telemetry);
-5. wait (bounded) until rotel has printed what is expected, then check:
+5. wait (bounded) until the receiver has what is expected, then check:
    - N client spans, N server spans, 2N inner spans (business logic + database query);
    - every server span's parent is a client span of the same trace; every inner span's parent
      is the expected span; ids are well-formed and unique; no span has status ERROR;
@@ -17,7 +18,8 @@
      request's trace has server and client log records;
    - every line of the server's stdout is JSON (bunyan), and its trace ids are exactly the
      server spans' trace ids;
-   - rotel logged no error while receiving.
+   - every request rotel forwarded decoded; rotel logged no error or warning (receiving or
+     exporting).
 
 Exit status: 0 all checks passed, 1 a check failed (each failure is listed), 2 the scenario
 could not run (a process did not start, a timeout in setup...).
@@ -73,7 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run the binaries in place instead of hard-linking (or copying) them into <workdir>/bin "
                         "first; the snapshot keeps a concurrent cargo build from swapping them mid-run")
     p.add_argument("--workdir", help="where logs and outputs go (default /tmp/e2e-work/whole-<protocol>-<time>)")
-    p.add_argument("--telemetry-timeout", type=float, default=30.0, help="max seconds to wait for rotel to print everything")
+    p.add_argument("--telemetry-timeout", type=float, default=30.0, help="max seconds to wait for everything to come through rotel")
     p.add_argument("--client-timeout", type=float, default=300.0, help="max seconds for the client run")
     p.add_argument("--stop-timeout", type=float, default=20.0, help="max seconds for the server to exit after SIGTERM")
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra server environment (repeatable)")
@@ -149,7 +151,7 @@ def run_single_calls(args, url: str, env: dict[str, str], workdir: Path) -> tupl
 
 
 def expected_present(t: Telemetry, n: int, server_svc: str, client_svc: str) -> bool:
-    """Everything the checks need has been printed by rotel (may still be too much: the checks
+    """Everything the checks need has come through rotel (may still be too much: the checks
     compare exactly afterwards)."""
     return (
         len(t.find_spans(CLIENT_SPAN, "CLIENT", client_svc)) >= n
@@ -282,7 +284,7 @@ def check_all(c: Checks, t: Telemetry, n: int, server_svc: str, client_svc: str,
         c.empty(sorted(stdout_spans - server_side_ids), "every span id in the server's stdout is a server-side span")
 
     c.section("collector")
-    c.empty(t.unparsed, "rotel output fully understood by the parser")
+    c.empty(t.unparsed, "every OTLP request rotel forwarded decoded")
     c.empty([ln for ln in t.collector_lines if " ERROR " in ln or " WARN " in ln], "rotel logged no errors or warnings")
     return figures
 
@@ -396,7 +398,7 @@ def main(argv: list[str]) -> int:
     finally:
         if server is not None and server.running():
             server.stop(timeout=5)
-        rotel.stop()
+        rotel.close()
         if not args.no_snapshot:  # the links would keep replaced binaries' space alive
             import shutil
 

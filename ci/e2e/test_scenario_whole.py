@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procs  # noqa: E402
 import scenario_whole as sw  # noqa: E402
 from checks import Checks  # noqa: E402
-from rotel import parse_rotel_output  # noqa: E402
+from otlp_receiver import read_recording  # noqa: E402
 
 TESTDATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
 
@@ -25,8 +25,7 @@ TESTDATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
 class CheckAllTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        with open(os.path.join(TESTDATA, "rotel_detailed.txt")) as f:
-            cls.telemetry = parse_rotel_output(f.read())
+        cls.telemetry = read_recording(os.path.join(TESTDATA, "otlp_detailed.bin"))
         cls.stdout = procs.read_json_lines(os.path.join(TESTDATA, "server_stdout.jsonl"))
 
     def failures(self, t=None, n=3, stdout=None, stdout_error=None):

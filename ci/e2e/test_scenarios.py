@@ -1,5 +1,5 @@
 """Unit tests of the parsing and decision logic of scenarios 2-6 (common.py, h2.py,
-mutations.py, rotel.py's basic-verbosity counter and TraceState field, and the verdicts of
+mutations.py, the TraceState field of decoded spans, and the verdicts of
 scenario_bad_input.check_mutations), on real samples in testdata/ (capture_scenario_testdata.py)
 and on synthetic records for the cases the samples do not contain.
 
@@ -22,7 +22,7 @@ import h2  # noqa: E402
 import mutations  # noqa: E402
 import procs  # noqa: E402
 from checks import Checks  # noqa: E402
-from rotel import Span, Telemetry, parse_basic_output, parse_rotel_output  # noqa: E402
+from otlp_receiver import Span, Telemetry, read_recording  # noqa: E402
 
 TESTDATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
 
@@ -32,28 +32,9 @@ def sample(name: str, mode: str = "r"):
         return f.read()
 
 
-class RotelBasicTest(unittest.TestCase):
-    def test_real_sample(self):
-        c = parse_basic_output(sample("rotel_basic.txt"))
-        self.assertEqual(c.spans, 15)  # 5 calls x 3 server spans
-        self.assertEqual(c.get("logs", "logs"), 18)
-        self.assertEqual(c.get("metrics", "metrics"), 4)
-        self.assertEqual(c.batches, {"traces": 1, "logs": 1, "metrics": 1})
-        self.assertEqual(c.other_lines, 2)  # "Starting Rotel." and "Shutdown signal received."
-
-    def test_batches_add_up_and_ansi_is_ignored(self):
-        text = ("\x1b[2m2026-11-23T23:52:53Z\x1b[0m \x1b[32m INFO\x1b[0m Received traces. \x1b[3mdata_type\x1b[0m"
-                "\x1b[2m=\x1b[0m\"traces\" \x1b[3mresource_spans\x1b[0m\x1b[2m=\x1b[0m1 \x1b[3mspans\x1b[0m\x1b[2m=\x1b[0m60\n"
-                "2026-11-23T23:52:54Z  INFO Received traces. data_type=\"traces\" resource_spans=2 spans=512\n")
-        c = parse_basic_output(text)
-        self.assertEqual(c.spans, 572)
-        self.assertEqual(c.get("traces", "resource_spans"), 3)
-        self.assertEqual(c.batches["traces"], 2)
-
-
-class RotelTraceStateTest(unittest.TestCase):
+class TraceStateTest(unittest.TestCase):
     def test_tracestate_is_a_span_field(self):
-        t = parse_rotel_output(sample("rotel_tracestate.txt"))
+        t = read_recording(os.path.join(TESTDATA, "otlp_tracestate.bin"))
         self.assertEqual(t.unparsed, [])
         server = [s for s in t.find_spans("grpc.server.ProcessRequest") if s.attributes.get("request.id") == "capture-ts"]
         self.assertEqual(len(server), 1)
