@@ -29,6 +29,7 @@ import dataclasses
 import gzip
 import http.server
 import json
+import os
 import signal
 import struct
 import sys
@@ -625,10 +626,11 @@ def main(argv: list[str]) -> int:
     rx = Receiver(a.grpc[0], a.grpc[1], a.http[1] if a.http else None, count_only=True, record=a.record,
                   workers=a.workers).start()
     ready = f"ready grpc={rx.host}:{rx.grpc_port}" + (f" http={rx.host}:{rx.http_port}" if a.http else "")
-    print(ready, flush=True)
-    if a.ready_file:
-        with open(a.ready_file, "w") as f:
+    if a.ready_file:  # written whole (rename) before the line is printed
+        with open(a.ready_file + ".tmp", "w") as f:
             f.write(ready + "\n")
+        os.replace(a.ready_file + ".tmp", a.ready_file)
+    print(ready, flush=True)
     while not stop.wait(0.5):
         pass
     rx.stop()
