@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Run every end-to-end scenario in sequence against one set of built binaries, each with its
-own rotel on free ports, and print a table: scenario, verdict, time, key figures.
+own rotel and OTLP receiver on free ports, and print a table: scenario, verdict, time, key
+figures. $PY is the python of $ROTEL_VENV, which has the packages the harness imports
+(ci/lib.sh ensure_rotel; README.md); the scenarios run with the same interpreter.
 
-    python3 ci/e2e/run_all.py --bin-dir /tmp/cg-target/release            # ~2.5 min on 2 cores
-    python3 ci/e2e/run_all.py --bin-dir /tmp/cg-target/release --quick    # ~1 min
-    python3 ci/e2e/run_all.py --only sigterm,bad-input
+    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release                # ~2.5 min on 2 cores
+    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release --quick        # ~1 min
+    $PY ci/e2e/run_all.py --only sigterm,bad-input
 
 The binaries are hard-linked once into <workdir>/bin, so a cargo build during the run cannot
 change them between scenarios. Each scenario's output goes to <workdir>/<name>.log (and to this

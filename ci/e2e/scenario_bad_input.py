@@ -30,8 +30,8 @@ secrets): exactly one WARN line per bad value, target "telemetry", naming the va
 header value ever printed (stdout or stderr); a call succeeds; where the fallback still points
 at rotel, its span arrives; exit 0 on SIGTERM.
 
-    python3 ci/e2e/scenario_bad_input.py --bin-dir /tmp/cg-target/release
-    python3 ci/e2e/scenario_bad_input.py --server-env MAX_MESSAGE_BYTES=100000000   # must FAIL
+    $PY ci/e2e/scenario_bad_input.py --bin-dir /tmp/cg-target/release
+    $PY ci/e2e/scenario_bad_input.py --server-env MAX_MESSAGE_BYTES=100000000       # must FAIL
 """
 
 from __future__ import annotations

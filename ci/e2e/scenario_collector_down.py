@@ -22,8 +22,8 @@ listens; the service must not notice beyond a few rate-limited lines.
      part plus at most one line per callsite seen for the first time later;
    - the server exits 0 within its drain + flush budget; every stdout line is JSON; no panic.
 
-    python3 ci/e2e/scenario_collector_down.py --bin-dir /tmp/cg-target/release
-    python3 ci/e2e/scenario_collector_down.py --requests 9000 --protocol http/protobuf
+    $PY ci/e2e/scenario_collector_down.py --bin-dir /tmp/cg-target/release
+    $PY ci/e2e/scenario_collector_down.py --requests 9000 --protocol http/protobuf
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ produces after the collector is back reaches it.
    Reported, not checked: how many mid spans were lost while rotel was down
    (mid_spans_lost), and how long after the restart the first span arrived.
 
-    python3 ci/e2e/scenario_collector_restart.py --bin-dir /tmp/cg-target/release
-    python3 ci/e2e/scenario_collector_restart.py --protocol http/protobuf --window 20
+    $PY ci/e2e/scenario_collector_restart.py --bin-dir /tmp/cg-target/release
+    $PY ci/e2e/scenario_collector_restart.py --protocol http/protobuf --window 20
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ complete, the server exits within its drain deadline, and their telemetry is flu
    completed call's server span (and inner spans) reached rotel with rpc.status_code OK; client
    spans too; every stdout line JSON; no panic.
 
-    python3 ci/e2e/scenario_sigterm.py --bin-dir /tmp/cg-target/release
-    python3 ci/e2e/scenario_sigterm.py --calls 100 --db-latency-ms 3000
-    python3 ci/e2e/scenario_sigterm.py --drain-timeout 1     # deadline shorter than the calls: must FAIL
+    $PY ci/e2e/scenario_sigterm.py --bin-dir /tmp/cg-target/release
+    $PY ci/e2e/scenario_sigterm.py --calls 100 --db-latency-ms 3000
+    $PY ci/e2e/scenario_sigterm.py --drain-timeout 1         # deadline shorter than the calls: must FAIL
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ service itself.
    - the server exits 0; every stdout line is JSON; no panic.
    Throughput, latency percentiles, drop counts are the figures.
 
-    python3 ci/e2e/scenario_sustained.py --bin-dir /tmp/cg-target/release
-    python3 ci/e2e/scenario_sustained.py --duration 15 --concurrency 32
-    python3 ci/e2e/scenario_sustained.py --duration 10 --server-env OTEL_TRACES_EXPORTER=none   # must FAIL
+    $PY ci/e2e/scenario_sustained.py --bin-dir /tmp/cg-target/release
+    $PY ci/e2e/scenario_sustained.py --duration 15 --concurrency 32
+    $PY ci/e2e/scenario_sustained.py --duration 10 --server-env OTEL_TRACES_EXPORTER=none       # must FAIL
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@
 Exit status: 0 all checks passed, 1 a check failed (each failure is listed), 2 the scenario
 could not run (a process did not start, a timeout in setup...).
 
-    python3 ci/e2e/scenario_whole.py --protocol grpc
-    python3 ci/e2e/scenario_whole.py --protocol http/protobuf --requests 200 --concurrency 8
+    $PY ci/e2e/scenario_whole.py --protocol grpc
+    $PY ci/e2e/scenario_whole.py --protocol http/protobuf --requests 200 --concurrency 8
 """
 
 from __future__ import annotations

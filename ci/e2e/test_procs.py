@@ -1,7 +1,7 @@
 """Unit tests of procs.py, with small Python stand-ins for the service binaries (fast, no build)
 and the real server stdout in testdata/server_stdout.jsonl.
 
-    python3 -m unittest discover -s ci/e2e -p 'test_*.py' -v
+    $PY -m unittest discover -s ci/e2e -p 'test_*.py' -v
 """
 
 from __future__ import annotations

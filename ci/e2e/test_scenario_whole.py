@@ -1,7 +1,7 @@
 """The assertions of scenario_whole.py, run on the real sample (testdata/) with and without
 deliberate breakage: each breakage must add exactly the failure that describes it.
 
-    python3 -m unittest discover -s ci/e2e -p 'test_*.py' -v
+    $PY -m unittest discover -s ci/e2e -p 'test_*.py' -v
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ mutations.py, the TraceState field of decoded spans, and the verdicts of
 scenario_bad_input.check_mutations), on real samples in testdata/ (capture_scenario_testdata.py)
 and on synthetic records for the cases the samples do not contain.
 
-    python3 -m unittest discover -s ci/e2e -p 'test_*.py' -v
+    $PY -m unittest discover -s ci/e2e -p 'test_*.py' -v
 """
 
 from __future__ import annotations
