@@ -373,6 +373,15 @@ def count(sig: str, req) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def otel_env(protocol: str, grpc_endpoint: str, http_endpoint: str | None) -> dict[str, str]:
+    """OTEL_EXPORTER_OTLP_* variables pointing an SDK at these endpoints."""
+    if protocol in ("http", "http/protobuf") and http_endpoint:
+        return {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": http_endpoint}
+    if protocol == "grpc":
+        return {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": grpc_endpoint}
+    raise ValueError(f"no OTLP endpoint for protocol {protocol!r} (grpc | http/protobuf)")
+
+
 @dataclasses.dataclass
 class Counts:
     spans: int = 0
@@ -425,13 +434,7 @@ class Receiver:
 
     def otel_env(self, protocol: str = "grpc") -> dict[str, str]:
         """OTEL_EXPORTER_OTLP_* variables pointing an SDK straight at this receiver."""
-        if protocol in ("http", "http/protobuf"):
-            if self.http_port is None:
-                raise ValueError("this receiver has no HTTP port")
-            return {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": self.http_endpoint}
-        if protocol == "grpc":
-            return {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": self.grpc_endpoint}
-        raise ValueError(f"unknown OTLP protocol {protocol!r} (grpc | http/protobuf)")
+        return otel_env(protocol, self.grpc_endpoint, None if self.http_port is None else self.http_endpoint)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from otlp_receiver import (  # noqa: E402,F401 - the records are part of this module's API
-    Counts, DataPoint, LogRecord, Receiver, Span, SpanEvent, SpanLink, Telemetry)
+    Counts, DataPoint, LogRecord, Receiver, Span, SpanEvent, SpanLink, Telemetry, otel_env)
 
 __all__ = ["DataPoint", "LogRecord", "Rotel", "RotelError", "Span", "SpanEvent", "SpanLink", "Telemetry",
            "find_rotel_agent"]
@@ -90,17 +90,9 @@ class Rotel:
     its stdout (rotel's own log) appended to ``<workdir>/<name>.out`` and its stderr to
     ``<workdir>/<name>.err``. Usable as a context manager (start on enter, close on exit)."""
 
-    def __init__(
-        self,
-        workdir: str | os.PathLike,
-        grpc_port: int | None = None,
-        http_port: int | None = None,
-        host: str = "127.0.0.1",
-        name: str = "rotel",
-        receiver: Receiver | None = None,
-        extra_args: Iterable[str] = (),
-        agent: str | None = None,
-    ) -> None:
+    def __init__(self, workdir: str | os.PathLike, grpc_port: int | None = None, http_port: int | None = None,
+                 host: str = "127.0.0.1", name: str = "rotel", receiver: Receiver | None = None,
+                 extra_args: Iterable[str] = (), agent: str | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = host
@@ -131,36 +123,20 @@ class Rotel:
 
     def otel_env(self, protocol: str = "grpc") -> dict[str, str]:
         """OTEL_EXPORTER_OTLP_* variables pointing an SDK at this collector."""
-        if protocol in ("http", "http/protobuf"):
-            return {
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": self.http_endpoint,
-            }
-        if protocol == "grpc":
-            return {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": self.grpc_endpoint}
-        raise ValueError(f"unknown OTLP protocol {protocol!r} (grpc | http/protobuf)")
+        return otel_env(protocol, self.grpc_endpoint, self.http_endpoint)
 
     def command(self) -> list[str]:
         return [
-            self.agent,
-            "start",
-            "--otlp-grpc-endpoint",
-            f"{self.host}:{self.grpc_port}",
-            "--otlp-http-endpoint",
-            f"{self.host}:{self.http_port}",
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-endpoint",
-            self.receiver.grpc_endpoint,
-            "--otlp-exporter-protocol",
-            "grpc",
-            "--otlp-exporter-compression",
-            "none",  # loopback: gzip would only cost CPU on both sides
+            self.agent, "start",
+            "--otlp-grpc-endpoint", f"{self.host}:{self.grpc_port}",
+            "--otlp-http-endpoint", f"{self.host}:{self.http_port}",
+            "--exporter", "otlp",
+            "--otlp-exporter-endpoint", self.receiver.grpc_endpoint,
+            "--otlp-exporter-protocol", "grpc",
+            "--otlp-exporter-compression", "none",  # loopback: gzip would only cost CPU on both sides
             # only used with --daemon, but keep parallel instances off the shared /tmp defaults
-            "--pid-file",
-            str(self.pid_file),
-            "--log-file",
-            str(self.log_file),
+            "--pid-file", str(self.pid_file),
+            "--log-file", str(self.log_file),
             *self.extra_args,
         ]
 
