@@ -7,6 +7,7 @@ not inherited), its stdout/stderr go to files in a work directory, and every wai
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -278,16 +279,25 @@ def read_json_lines(path: str | os.PathLike, require_object: bool = True) -> lis
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    for n, line in enumerate(lines, 1):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            bad.append((n, line, f"invalid JSON ({e.msg} at column {e.colno})"))
-            continue
-        if require_object and not isinstance(obj, dict):
-            bad.append((n, line, f"not an object ({type(obj).__name__})"))
-            continue
-        records.append(obj)
+    # A sustained-load stdout is a million lines: with the cyclic GC rescanning the growing list
+    # of dicts, parsing takes twice as long (23 s instead of 10 s for 1.1 M lines). Nothing here
+    # makes cycles, so it is paused for the loop.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for n, line in enumerate(lines, 1):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                bad.append((n, line, f"invalid JSON ({e.msg} at column {e.colno})"))
+                continue
+            if require_object and not isinstance(obj, dict):
+                bad.append((n, line, f"not an object ({type(obj).__name__})"))
+                continue
+            records.append(obj)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     if bad:
         raise JsonLinesError(str(path), bad)
     return records
