@@ -18,7 +18,15 @@ ensure_cargo_generate
 ensure_rotel
 ensure_h2load
 ensure_compose
+ensure_hadolint
+ensure_kubernetes_validate
+ensure_actionlint
+ensure_kubectl
 "$CARGO_GENERATE" --version
+"$HADOLINT" --version
+"$ACTIONLINT" --version | sed -n 1p
+echo "kubernetes-validate $KUBERNETES_VALIDATE_PIN"
+kubectl version --client | sed -n 1,2p
 rustc --version
 
 step "harness unit tests"
