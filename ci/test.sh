@@ -2,6 +2,7 @@
 # Every test of the template, as CI runs it (.ci/run calls this): installs what is missing, checks
 # the placeholders, renders every variant outside the repository (the default, HTTP/protobuf with
 # other names, a workspace with a second service added), fails on any difference from examples/,
+# checks each one's Dockerfile, Kubernetes manifests, compose file and workflow (ci/deploy-check.sh),
 # builds each with warnings as errors, lints, tests, and runs the end-to-end scenarios against a
 # real collector.
 # Environment: CI_WORK (renders, logs), CARGO_TARGET_DIR (shared by all renders),
@@ -18,7 +19,15 @@ ensure_cargo_generate
 ensure_rotel
 ensure_h2load
 ensure_compose
+ensure_hadolint
+ensure_kubernetes_validate
+ensure_actionlint
+ensure_kubectl
 "$CARGO_GENERATE" --version
+"$HADOLINT" --version
+"$ACTIONLINT" --version | sed -n 1p
+echo "kubernetes-validate $KUBERNETES_VALIDATE_PIN"
+kubectl version --client | sed -n 1,2p
 rustc --version
 
 step "harness unit tests"
@@ -37,7 +46,7 @@ step "adding a service refuses where it cannot work, writing nothing"
 timed bash "$REPO/ci/add-service.sh"
 passed
 
-step "variants: render each of ci/variants/ outside the repository, compare with examples/, build, lint, test"
+step "variants: render each of ci/variants/ outside the repository, compare with examples/, check the deployment files, build, lint, test"
 timed bash "$REPO/ci/variants.sh"
 passed
 default=$WORK/variants/default/acme

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders every variant in ci/variants/ outside the repository, fails if a render differs from its
-# committed copy in examples/ (UPDATE_EXAMPLES=1 rewrites the copies instead), then builds, lints
-# and tests each render. Usage: ci/variants.sh [VARIANT...]  (default: all)
+# committed copy in examples/ (UPDATE_EXAMPLES=1 rewrites the copies instead), checks its deployment
+# files (ci/deploy-check.sh), then builds, lints and tests each render (not with RENDER_ONLY=1). Usage: ci/variants.sh [VARIANT...]  (default: all)
 source "$(dirname "$0")/lib.sh"
 # The committed renders must not depend on who runs CI.
 export CARGO_NAME="Template CI" CARGO_EMAIL="ci@example.invalid"
@@ -37,6 +37,8 @@ for variant in "${variants[@]}"; do
     else
         echo "render equals examples/$variant"
     fi
+    # Dockerfile, manifests, compose and workflow: no build needed, so renders-only runs do it too.
+    timed bash "$REPO/ci/deploy-check.sh" "$RENDERED"
     if [[ ${RENDER_ONLY:-0} != 1 ]]; then
         timed bash "$REPO/ci/check-render.sh" "$RENDERED"
     fi
