@@ -12,6 +12,7 @@
 mod console;
 pub mod defaults;
 pub mod grpc;
+mod io;
 mod providers;
 pub mod settings;
 mod subscriber;
@@ -50,11 +51,14 @@ pub enum InitError {
     /// `init` ran twice in one process, or another subscriber was installed first.
     #[error("a global tracing subscriber is already installed")]
     SubscriberAlreadySet(#[from] tracing::subscriber::SetGlobalDefaultError),
+    /// The thread that runs the exporters' network I/O could not be started.
+    #[error("cannot start the telemetry I/O thread: {0}")]
+    IoThread(#[from] std::io::Error),
 }
 
 /// Initialises telemetry for `service_name` with the defaults: JSON lines on stdout, settings from
-/// the process environment. Call it first, inside the Tokio runtime (the gRPC exporters run their
-/// I/O on it), and keep the guard until the end of `main`.
+/// the process environment. Call it first (no runtime is needed: the exporters run their I/O on a
+/// thread of their own), and keep the guard until the end of `main`.
 pub fn init(service_name: &str, service_version: &str) -> Result<TelemetryGuard, InitError> {
     Telemetry::builder(service_name, service_version).init()
 }
@@ -128,7 +132,11 @@ impl Telemetry {
             &self.service_version,
             defaults::RESOURCE_ATTRIBUTES,
         );
-        let providers = providers::build(&settings, &resource, &mut warnings);
+        let io = io::IoThread::start()?;
+        let providers = {
+            let _on_io_thread = io.handle().enter();
+            providers::build(&settings, &resource, &mut warnings)
+        };
         if let Some(meter) = &providers.meter {
             opentelemetry::global::set_meter_provider(meter.clone());
         }
@@ -168,6 +176,7 @@ impl Telemetry {
         }
         Ok(TelemetryGuard {
             providers: Some(providers),
+            io: Some(io),
             _stdout: stdout_guard,
         })
     }
@@ -187,11 +196,12 @@ fn install_propagators(settings: &Settings) {
 /// Keeps telemetry running; dropping it flushes and shuts down traces, logs and metrics (in that
 /// order, within 10 s, on a thread of its own), then flushes stdout.
 ///
-/// Drop it outside the Tokio runtime's worker threads while the runtime is still alive, as the
-/// generated `main` does: the gRPC exporters need the runtime to send their last batch.
+/// Dropping it blocks for as long as the last export takes (10 s at most), so drop it at the end of
+/// `main`, outside the service's runtime, as the generated `main` does.
 #[must_use = "telemetry shuts down when the guard is dropped"]
 pub struct TelemetryGuard {
     providers: Option<providers::Providers>,
+    io: Option<io::IoThread>,
     _stdout: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
@@ -203,7 +213,7 @@ impl std::fmt::Debug for TelemetryGuard {
 
 impl TelemetryGuard {
     /// Exports everything buffered so far, without shutting down. Blocks: call it from
-    /// `spawn_blocking` or a plain thread, never from a runtime worker.
+    /// `spawn_blocking` or a plain thread, not from a runtime worker.
     pub fn flush(&self) {
         let Some(providers) = &self.providers else {
             return;
@@ -231,5 +241,7 @@ impl Drop for TelemetryGuard {
                 tracing::warn!(target: subscriber::SHUTDOWN_TARGET, "telemetry shutdown: {problem}");
             }
         }
+        // The exporters are shut down: their I/O thread has nothing left to carry.
+        drop(self.io.take());
     }
 }

@@ -97,7 +97,7 @@ fn main() -> ExitCode {
             None => call_once(&args).await,
         }
     });
-    // Flush telemetry from this thread, not a runtime worker, while the runtime still runs.
+    // Flush telemetry from this thread, not a runtime worker: dropping the guard blocks.
     drop(telemetry);
     code
 }

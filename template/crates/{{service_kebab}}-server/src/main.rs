@@ -25,10 +25,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The gRPC exporters run their I/O on this runtime, so telemetry starts inside it.
-    let telemetry = match runtime
-        .block_on(async { telemetry::init(proto::SERVICE_NAME, env!("CARGO_PKG_VERSION")) })
-    {
+    // The exporters run their I/O on a thread of their own: no runtime is needed to start them.
+    let telemetry = match telemetry::init(proto::SERVICE_NAME, env!("CARGO_PKG_VERSION")) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("error: cannot start telemetry: {error}");
@@ -46,7 +44,7 @@ fn main() -> ExitCode {
         tracing::error!("{error:#}");
         eprintln!("error: {error:#}");
     }
-    // Flush telemetry from this thread, not a runtime worker, while the runtime still runs.
+    // Flush telemetry from this thread, not a runtime worker: dropping the guard blocks.
     drop(telemetry);
     if result.is_ok() {
         ExitCode::SUCCESS
