@@ -42,6 +42,9 @@ pub fn bounded(value: &str) -> &str {
     }
 }
 
+/// How many bytes of JSON lines the stdout worker gathers before it writes, at most.
+const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
+
 /// How long dropping the guard may spend flushing all three signals before it gives up.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
 
@@ -149,11 +152,15 @@ impl Telemetry {
             Some(writer) => (writer, None),
             None => {
                 // Lines go to a worker thread; when it falls 128k lines behind, the caller waits
-                // rather than losing a line.
+                // rather than losing a line. The worker writes what has queued up, then flushes:
+                // one write(2) per burst instead of one per line (stdout is line-buffered).
                 let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
                     .lossy(false)
                     .thread_name("telemetry-stdout")
-                    .finish(std::io::stdout());
+                    .finish(std::io::BufWriter::with_capacity(
+                        STDOUT_BUFFER_BYTES,
+                        std::io::stdout(),
+                    ));
                 (BoxMakeWriter::new(writer), Some(guard))
             }
         };
