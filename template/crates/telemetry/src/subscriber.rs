@@ -17,7 +17,7 @@ use tracing::field::{Field, Visit as _};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorage, JsonStorageLayer};
-use tracing_subscriber::filter::{Targets, filter_fn};
+use tracing_subscriber::filter::{LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
@@ -95,6 +95,7 @@ pub(crate) fn build<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    let exporting_spans = tracer.is_some();
     let traces = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
@@ -107,9 +108,17 @@ where
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
             .with_filter(filter_fn(exported_log))
     });
+    // Spans at INFO and above exist whatever RUST_LOG says, for the exported traces and for the
+    // fields and ids of the lines logged inside them; with neither (telemetry off and
+    // RUST_LOG=off), a call creates no span at all.
+    let writes_lines = logs_filter.default_level() > Some(LevelFilter::OFF)
+        || logs_filter
+            .iter()
+            .any(|(_, level)| level > LevelFilter::OFF);
+    let spans_wanted = exporting_spans || writes_lines;
     let enabled = filter_fn(move |meta| {
         let wanted = logs_filter.would_enable(meta.target(), meta.level());
-        wanted || (meta.is_span() && *meta.level() <= Level::INFO)
+        wanted || (spans_wanted && meta.is_span() && *meta.level() <= Level::INFO)
     });
     tracing_subscriber::registry()
         .with(enabled)
