@@ -126,11 +126,24 @@ where
         .with(JsonStorageLayer)
         .with(OtelIdsLayer::new())
         .with(BunyanLines {
-            inner: BunyanFormattingLayer::new(name, writer),
+            inner: bunyan_layer(name, writer),
             span_lines,
             repeats: Repeats::default(),
         })
         .with(logs)
+}
+
+/// Fields that steer tracing-opentelemetry (the span's name and kind), not data: every line inside
+/// the span would repeat them.
+const CONTROL_FIELDS: [&str; 2] = ["otel.name", "otel.kind"];
+
+fn bunyan_layer<W>(name: String, writer: W) -> BunyanFormattingLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    let layer = BunyanFormattingLayer::new(name, writer);
+    let skipped = layer.skip_fields(CONTROL_FIELDS.into_iter());
+    skipped.unwrap_or_else(|_| unreachable!("no bunyan core field is skipped"))
 }
 
 /// Bunyan writes a line when a span starts and ends; exported traces carry that, and the lines
@@ -240,16 +253,37 @@ where
             return;
         }
         if let Some(storage) = extensions.get_mut::<JsonStorage<'static>>() {
-            storage.record_str(&self.trace_id, &ids.trace_id().to_string());
-            storage.record_str(&self.span_id, &ids.span_id().to_string());
+            let mut hex = [0; 32];
+            storage.record_str(&self.trace_id, to_hex(&ids.trace_id().to_bytes(), &mut hex));
+            storage.record_str(&self.span_id, to_hex(&ids.span_id().to_bytes(), &mut hex));
         }
         extensions.insert(IdsRecorded);
     }
 }
 
+/// `bytes` as lowercase hex in `out`, without the formatting machinery of `to_string`.
+fn to_hex<'a>(bytes: &[u8], out: &'a mut [u8; 32]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in bytes.iter().take(16).enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    let len = 2 * bytes.len().min(16);
+    std::str::from_utf8(&out[..len]).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_transport;
+    use super::{is_transport, to_hex};
+
+    #[test]
+    fn ids_print_as_lowercase_hex() {
+        let mut out = [0; 32];
+        let trace_id = opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+            .expect("valid id");
+        assert_eq!(to_hex(&trace_id.to_bytes(), &mut out), trace_id.to_string());
+        assert_eq!(to_hex(&[0x00, 0xf0, 0x67, 0xaa], &mut out), "00f067aa");
+    }
 
     #[test]
     fn transport_targets_match_on_crate_boundaries() {
