@@ -139,7 +139,7 @@ otlp_exporter!(otlp_span_exporter, opentelemetry_otlp::SpanExporter);
 otlp_exporter!(otlp_metric_exporter, opentelemetry_otlp::MetricExporter);
 otlp_exporter!(otlp_log_exporter, opentelemetry_otlp::LogExporter);
 
-fn tracer_provider(
+pub(crate) fn tracer_provider(
     exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
     resource: &Resource,
 ) -> SdkTracerProvider {
@@ -150,7 +150,7 @@ fn tracer_provider(
         .build()
 }
 
-fn logger_provider(
+pub(crate) fn logger_provider(
     exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
     resource: &Resource,
 ) -> SdkLoggerProvider {
@@ -160,7 +160,7 @@ fn logger_provider(
         .build()
 }
 
-fn meter_provider(
+pub(crate) fn meter_provider(
     exporter: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter,
     settings: &Settings,
     resource: &Resource,
@@ -177,8 +177,8 @@ fn meter_provider(
 impl Providers {
     /// Flushes and shuts down, traces then logs then metrics, within `budget` in all.
     ///
-    /// Runs on a fresh thread: `shutdown` blocks, and the gRPC exporters need the Tokio runtime's
-    /// workers to make progress, so it must never run on one of them (opentelemetry-rust#2583).
+    /// Runs on a fresh thread: `shutdown` blocks, and must not block a thread that the exporters'
+    /// I/O needs to make progress (opentelemetry-rust#2583).
     pub(crate) fn shutdown(self, budget: Duration) -> Vec<String> {
         let worker = std::thread::Builder::new()
             .name("telemetry-shutdown".into())
