@@ -86,9 +86,10 @@ class RunResult:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    seconds = common.cpu_seconds(pid)
+    if seconds is None:
+        raise procs.ProcessError(f"cannot read /proc/{pid}/stat")
+    return seconds
 
 
 def pinned(cpus: str | None, argv: list[str]) -> list[str]:
@@ -260,7 +261,11 @@ def run_one(args: argparse.Namespace, contender: str, shape: Shape, rnd: int, bo
         # The seed has no SIGTERM handler (SIGTERM would lose its queued telemetry); on SIGINT
         # asyncio.run ends, the SDK's atexit hooks flush, and Python exits by re-raising SIGINT.
         code = server.stop(signal.SIGTERM if mode not in ("bare", "seed") else signal.SIGINT, timeout=30)
-    if code != 0 and not (mode == "seed" and code == -signal.SIGINT):
+    if mode == "seed" and code == -signal.SIGKILL:
+        # Seen after 20k-call runs: its spans had all arrived, but the process did not exit
+        # within 30 s of SIGINT. Its telemetry is still checked below; the exit is only reported.
+        print(f"  note: the seed did not exit within 30 s of SIGINT and was killed ({run_dir})")
+    elif code != 0 and not (mode == "seed" and code == -signal.SIGINT):
         r.problems.append(f"server exited with {code}")
     if collector:
         totals = collector.stop()
@@ -270,6 +275,8 @@ def run_one(args: argparse.Namespace, contender: str, shape: Shape, rnd: int, bo
                            else dropped_spans(server.stdout_path))
         if r.spans_received is None:
             r.problems.append("the receiver reported no totals")
+        elif "OTEL_TRACES_SAMPLER" in env:
+            pass  # a sampling lever: fewer spans are exported by design
         elif r.spans_received + r.spans_dropped != r.spans_expected:
             r.problems.append(f"spans: {r.spans_received} received + {r.spans_dropped} reported dropped "
                               f"!= {r.spans_expected} produced")
@@ -309,8 +316,9 @@ def report(shapes: list[Shape], results: list[RunResult], pinning: str, contende
 
         if shape.rps:
             if by.get("full") and by.get("bare"):
-                added = median(by["full"], "p99_us") - median(by["bare"], "p99_us")
-                lines.append(f"p99 added by full telemetry over bare: {added:.0f} µs")
+                p50 = median(by["full"], "p50_us") - median(by["bare"], "p50_us")
+                p99 = median(by["full"], "p99_us") - median(by["bare"], "p99_us")
+                lines.append(f"latency added by full telemetry over bare: p50 {p50:.0f} µs, p99 {p99:.0f} µs")
         else:
             lines.append(f"ratios (req/s): full/bare {ratio('full', 'bare')}, full/off {ratio('full', 'off')}, "
                          f"off/bare {ratio('off', 'bare')}")
