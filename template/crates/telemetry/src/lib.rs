@@ -123,6 +123,19 @@ impl Telemetry {
 
     /// Installs everything globally and returns the guard that shuts it down.
     pub fn init(self) -> Result<TelemetryGuard, InitError> {
+        self.init_with(providers::build)
+    }
+
+    /// [`Self::init`] with the providers built by `build` (the micro-benchmarks' exporters
+    /// discard what they are given).
+    pub(crate) fn init_with(
+        self,
+        build: impl FnOnce(
+            &Settings,
+            &opentelemetry_sdk::Resource,
+            &mut Vec<String>,
+        ) -> providers::Providers,
+    ) -> Result<TelemetryGuard, InitError> {
         let settings = Settings::from_lookup(defaults::DEFAULTS, &self.env);
         let mut warnings = settings.warnings.clone();
         let span_lines = self.span_lines.unwrap_or_else(|| {
@@ -138,7 +151,7 @@ impl Telemetry {
         let io = io::IoThread::start()?;
         let providers = {
             let _on_io_thread = io.handle().enter();
-            providers::build(&settings, &resource, &mut warnings)
+            build(&settings, &resource, &mut warnings)
         };
         if let Some(meter) = &providers.meter {
             opentelemetry::global::set_meter_provider(meter.clone());
