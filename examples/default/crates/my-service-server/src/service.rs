@@ -73,7 +73,10 @@ impl Handler {
 
     async fn query(&self) -> Result<String, ProcessError> {
         tracing::info!("Executing database query");
-        tokio::time::sleep(self.db_latency).await;
+        // A zero sleep still waits for the timer's next 1 ms tick.
+        if !self.db_latency.is_zero() {
+            tokio::time::sleep(self.db_latency).await;
+        }
         if self.failure_rate > 0.0 && fastrand::f64() < self.failure_rate {
             return Err(ProcessError::Database(
                 "connection reset (injected failure)".into(),

@@ -15,6 +15,11 @@ use opentelemetry::trace::TraceContextExt as _;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+/// mimalloc serves the many small, short-lived allocations of a traced call (spans, attributes,
+/// JSON lines) faster than the system allocator (see the README's Performance section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, clap::Parser)]
 #[command(version, about)]
 struct Args {
@@ -92,7 +97,7 @@ fn main() -> ExitCode {
             None => call_once(&args).await,
         }
     });
-    // Flush telemetry from this thread, not a runtime worker, while the runtime still runs.
+    // Flush telemetry from this thread, not a runtime worker: dropping the guard blocks.
     drop(telemetry);
     code
 }

@@ -12,6 +12,7 @@
 mod console;
 pub mod defaults;
 pub mod grpc;
+mod io;
 mod providers;
 pub mod settings;
 mod subscriber;
@@ -41,6 +42,9 @@ pub fn bounded(value: &str) -> &str {
     }
 }
 
+/// How many bytes of JSON lines the stdout worker gathers before it writes, at most.
+const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
+
 /// How long dropping the guard may spend flushing all three signals before it gives up.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
 
@@ -50,11 +54,14 @@ pub enum InitError {
     /// `init` ran twice in one process, or another subscriber was installed first.
     #[error("a global tracing subscriber is already installed")]
     SubscriberAlreadySet(#[from] tracing::subscriber::SetGlobalDefaultError),
+    /// The thread that runs the exporters' network I/O could not be started.
+    #[error("cannot start the telemetry I/O thread: {0}")]
+    IoThread(#[from] std::io::Error),
 }
 
 /// Initialises telemetry for `service_name` with the defaults: JSON lines on stdout, settings from
-/// the process environment. Call it first, inside the Tokio runtime (the gRPC exporters run their
-/// I/O on it), and keep the guard until the end of `main`.
+/// the process environment. Call it first (no runtime is needed: the exporters run their I/O on a
+/// thread of their own), and keep the guard until the end of `main`.
 pub fn init(service_name: &str, service_version: &str) -> Result<TelemetryGuard, InitError> {
     Telemetry::builder(service_name, service_version).init()
 }
@@ -116,6 +123,19 @@ impl Telemetry {
 
     /// Installs everything globally and returns the guard that shuts it down.
     pub fn init(self) -> Result<TelemetryGuard, InitError> {
+        self.init_with(providers::build)
+    }
+
+    /// [`Self::init`] with the providers built by `build` (the micro-benchmarks' exporters
+    /// discard what they are given).
+    pub(crate) fn init_with(
+        self,
+        build: impl FnOnce(
+            &Settings,
+            &opentelemetry_sdk::Resource,
+            &mut Vec<String>,
+        ) -> providers::Providers,
+    ) -> Result<TelemetryGuard, InitError> {
         let settings = Settings::from_lookup(defaults::DEFAULTS, &self.env);
         let mut warnings = settings.warnings.clone();
         let span_lines = self.span_lines.unwrap_or_else(|| {
@@ -128,7 +148,11 @@ impl Telemetry {
             &self.service_version,
             defaults::RESOURCE_ATTRIBUTES,
         );
-        let providers = providers::build(&settings, &resource, &mut warnings);
+        let io = io::IoThread::start()?;
+        let providers = {
+            let _on_io_thread = io.handle().enter();
+            build(&settings, &resource, &mut warnings)
+        };
         if let Some(meter) = &providers.meter {
             opentelemetry::global::set_meter_provider(meter.clone());
         }
@@ -141,11 +165,15 @@ impl Telemetry {
             Some(writer) => (writer, None),
             None => {
                 // Lines go to a worker thread; when it falls 128k lines behind, the caller waits
-                // rather than losing a line.
+                // rather than losing a line. The worker writes what has queued up, then flushes:
+                // one write(2) per burst instead of one per line (stdout is line-buffered).
                 let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
                     .lossy(false)
                     .thread_name("telemetry-stdout")
-                    .finish(std::io::stdout());
+                    .finish(std::io::BufWriter::with_capacity(
+                        STDOUT_BUFFER_BYTES,
+                        std::io::stdout(),
+                    ));
                 (BoxMakeWriter::new(writer), Some(guard))
             }
         };
@@ -168,6 +196,7 @@ impl Telemetry {
         }
         Ok(TelemetryGuard {
             providers: Some(providers),
+            io: Some(io),
             _stdout: stdout_guard,
         })
     }
@@ -187,11 +216,12 @@ fn install_propagators(settings: &Settings) {
 /// Keeps telemetry running; dropping it flushes and shuts down traces, logs and metrics (in that
 /// order, within 10 s, on a thread of its own), then flushes stdout.
 ///
-/// Drop it outside the Tokio runtime's worker threads while the runtime is still alive, as the
-/// generated `main` does: the gRPC exporters need the runtime to send their last batch.
+/// Dropping it blocks for as long as the last export takes (10 s at most), so drop it at the end of
+/// `main`, outside the service's runtime, as the generated `main` does.
 #[must_use = "telemetry shuts down when the guard is dropped"]
 pub struct TelemetryGuard {
     providers: Option<providers::Providers>,
+    io: Option<io::IoThread>,
     _stdout: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
@@ -203,7 +233,7 @@ impl std::fmt::Debug for TelemetryGuard {
 
 impl TelemetryGuard {
     /// Exports everything buffered so far, without shutting down. Blocks: call it from
-    /// `spawn_blocking` or a plain thread, never from a runtime worker.
+    /// `spawn_blocking` or a plain thread, not from a runtime worker.
     pub fn flush(&self) {
         let Some(providers) = &self.providers else {
             return;
@@ -231,5 +261,7 @@ impl Drop for TelemetryGuard {
                 tracing::warn!(target: subscriber::SHUTDOWN_TARGET, "telemetry shutdown: {problem}");
             }
         }
+        // The exporters are shut down: their I/O thread has nothing left to carry.
+        drop(self.io.take());
     }
 }

@@ -177,8 +177,8 @@ fn meter_provider(
 impl Providers {
     /// Flushes and shuts down, traces then logs then metrics, within `budget` in all.
     ///
-    /// Runs on a fresh thread: `shutdown` blocks, and the gRPC exporters need the Tokio runtime's
-    /// workers to make progress, so it must never run on one of them (opentelemetry-rust#2583).
+    /// Runs on a fresh thread: `shutdown` blocks, and must not block a thread that the exporters'
+    /// I/O needs to make progress (opentelemetry-rust#2583).
     pub(crate) fn shutdown(self, budget: Duration) -> Vec<String> {
         let worker = std::thread::Builder::new()
             .name("telemetry-shutdown".into())

@@ -399,3 +399,68 @@ impl Write for CaptureWriter {
         Ok(())
     }
 }
+
+/// Exporters that accept every batch and keep nothing: the pipelines' own cost, without a network.
+#[derive(Debug)]
+struct Discard;
+
+impl opentelemetry_sdk::trace::SpanExporter for Discard {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        drop(batch);
+        Ok(())
+    }
+}
+
+impl opentelemetry_sdk::logs::LogExporter for Discard {
+    async fn export(
+        &self,
+        _batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+}
+
+impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for Discard {
+    async fn export(
+        &self,
+        _metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn temporality(&self) -> opentelemetry_sdk::metrics::Temporality {
+        opentelemetry_sdk::metrics::Temporality::Cumulative
+    }
+}
+
+/// Installs what [`crate::init`] installs — the subscriber, the three batch pipelines and the
+/// bunyan lines — with exporters that discard every batch and the lines written to `writer`, so a
+/// benchmark measures what a call costs the service, not the network or a collector.
+pub fn init_discarding(
+    service_name: &str,
+    writer: BoxMakeWriter,
+) -> Result<crate::TelemetryGuard, crate::InitError> {
+    crate::Telemetry::builder(service_name, "bench")
+        .writer(writer)
+        .env(|name| (name == "RUST_LOG").then(|| "info".to_owned()))
+        .init_with(
+            |settings, resource, _warnings| crate::providers::Providers {
+                tracer: Some(crate::providers::tracer_provider(Discard, resource)),
+                meter: Some(crate::providers::meter_provider(
+                    Discard, settings, resource,
+                )),
+                logger: Some(crate::providers::logger_provider(Discard, resource)),
+            },
+        )
+}

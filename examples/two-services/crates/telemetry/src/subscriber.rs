@@ -17,7 +17,7 @@ use tracing::field::{Field, Visit as _};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorage, JsonStorageLayer};
-use tracing_subscriber::filter::{Targets, filter_fn};
+use tracing_subscriber::filter::{LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
@@ -95,6 +95,7 @@ pub(crate) fn build<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    let exporting_spans = tracer.is_some();
     let traces = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
@@ -107,9 +108,17 @@ where
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
             .with_filter(filter_fn(exported_log))
     });
+    // Spans at INFO and above exist whatever RUST_LOG says, for the exported traces and for the
+    // fields and ids of the lines logged inside them; with neither (telemetry off and
+    // RUST_LOG=off), a call creates no span at all.
+    let writes_lines = logs_filter.default_level() > Some(LevelFilter::OFF)
+        || logs_filter
+            .iter()
+            .any(|(_, level)| level > LevelFilter::OFF);
+    let spans_wanted = exporting_spans || writes_lines;
     let enabled = filter_fn(move |meta| {
         let wanted = logs_filter.would_enable(meta.target(), meta.level());
-        wanted || (meta.is_span() && *meta.level() <= Level::INFO)
+        wanted || (spans_wanted && meta.is_span() && *meta.level() <= Level::INFO)
     });
     tracing_subscriber::registry()
         .with(enabled)
@@ -117,11 +126,24 @@ where
         .with(JsonStorageLayer)
         .with(OtelIdsLayer::new())
         .with(BunyanLines {
-            inner: BunyanFormattingLayer::new(name, writer),
+            inner: bunyan_layer(name, writer),
             span_lines,
             repeats: Repeats::default(),
         })
         .with(logs)
+}
+
+/// Fields that steer tracing-opentelemetry (the span's name and kind), not data: every line inside
+/// the span would repeat them.
+const CONTROL_FIELDS: [&str; 2] = ["otel.name", "otel.kind"];
+
+fn bunyan_layer<W>(name: String, writer: W) -> BunyanFormattingLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    let layer = BunyanFormattingLayer::new(name, writer);
+    let skipped = layer.skip_fields(CONTROL_FIELDS.into_iter());
+    skipped.unwrap_or_else(|_| unreachable!("no bunyan core field is skipped"))
 }
 
 /// Bunyan writes a line when a span starts and ends; exported traces carry that, and the lines
@@ -231,16 +253,37 @@ where
             return;
         }
         if let Some(storage) = extensions.get_mut::<JsonStorage<'static>>() {
-            storage.record_str(&self.trace_id, &ids.trace_id().to_string());
-            storage.record_str(&self.span_id, &ids.span_id().to_string());
+            let mut hex = [0; 32];
+            storage.record_str(&self.trace_id, to_hex(&ids.trace_id().to_bytes(), &mut hex));
+            storage.record_str(&self.span_id, to_hex(&ids.span_id().to_bytes(), &mut hex));
         }
         extensions.insert(IdsRecorded);
     }
 }
 
+/// `bytes` as lowercase hex in `out`, without the formatting machinery of `to_string`.
+fn to_hex<'a>(bytes: &[u8], out: &'a mut [u8; 32]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in bytes.iter().take(16).enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    let len = 2 * bytes.len().min(16);
+    std::str::from_utf8(&out[..len]).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_transport;
+    use super::{is_transport, to_hex};
+
+    #[test]
+    fn ids_print_as_lowercase_hex() {
+        let mut out = [0; 32];
+        let trace_id = opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+            .expect("valid id");
+        assert_eq!(to_hex(&trace_id.to_bytes(), &mut out), trace_id.to_string());
+        assert_eq!(to_hex(&[0x00, 0xf0, 0x67, 0xaa], &mut out), "00f067aa");
+    }
 
     #[test]
     fn transport_targets_match_on_crate_boundaries() {

@@ -91,6 +91,32 @@ impl RpcPath {
     }
 }
 
+/// The metric attributes that name a method, built once per method where the methods are known
+/// (the server's), so recording a call clones reference counts instead of allocating strings.
+#[derive(Debug)]
+struct MethodLabels {
+    /// `rpc.method`: the full name, or `_OTHER`.
+    rpc_method: KeyValue,
+    /// The seed's `method` (server side) or `service` (client side).
+    seed: KeyValue,
+}
+
+impl MethodLabels {
+    fn new(path: &RpcPath, side: Side) -> Self {
+        let seed = match side {
+            Side::Server => KeyValue::new("method", path.method().to_owned()),
+            Side::Client => KeyValue::new("service", path.service().to_owned()),
+        };
+        Self {
+            rpc_method: KeyValue::new(
+                attr::RPC_METHOD,
+                opentelemetry::StringValue::from(path.rpc_method()),
+            ),
+            seed,
+        }
+    }
+}
+
 /// The status code's name as the conventions spell it (`OK`, `INVALID_ARGUMENT`, ...).
 pub fn code_name(code: Code) -> &'static str {
     match code {
@@ -139,20 +165,20 @@ struct Instruments {
 struct CallRecord {
     span: Span,
     start: Instant,
-    path: RpcPath,
+    labels: Arc<MethodLabels>,
     instruments: Arc<Instruments>,
     finished: bool,
 }
 
 impl CallRecord {
-    fn new(span: Span, path: RpcPath, instruments: Arc<Instruments>) -> Self {
+    fn new(span: Span, labels: Arc<MethodLabels>, instruments: Arc<Instruments>) -> Self {
         if let Some(active) = &instruments.active {
-            active.add(1, &[KeyValue::new("method", path.method().to_owned())]);
+            active.add(1, std::slice::from_ref(&labels.seed));
         }
         Self {
             span,
             start: Instant::now(),
-            path,
+            labels,
             instruments,
             finished: false,
         }
@@ -202,33 +228,24 @@ impl CallRecord {
                 )));
         }
 
-        let mut rpc_attrs = vec![
+        let rpc_attrs = [
             KeyValue::new(attr::RPC_SYSTEM_NAME, "grpc"),
-            KeyValue::new(
-                attr::RPC_METHOD,
-                opentelemetry::StringValue::from(self.path.rpc_method()),
-            ),
+            self.labels.rpc_method.clone(),
             KeyValue::new(attr::RPC_STATUS_CODE, code_name),
+            KeyValue::new(attr::ERROR_TYPE, code_name),
         ];
-        if failed {
-            rpc_attrs.push(KeyValue::new(attr::ERROR_TYPE, code_name));
-        }
-        self.instruments.rpc_duration.record(seconds, &rpc_attrs);
+        let rpc_attrs = if failed {
+            &rpc_attrs[..]
+        } else {
+            &rpc_attrs[..3]
+        };
+        self.instruments.rpc_duration.record(seconds, rpc_attrs);
 
         let error = if failed { "true" } else { "false" };
-        let seed_attrs = match side {
-            Side::Server => {
-                let method = KeyValue::new("method", self.path.method().to_owned());
-                if let Some(active) = &self.instruments.active {
-                    active.add(-1, std::slice::from_ref(&method));
-                }
-                [method, KeyValue::new("error", error)]
-            }
-            Side::Client => [
-                KeyValue::new("service", self.path.service().to_owned()),
-                KeyValue::new("error", error),
-            ],
-        };
+        let seed_attrs = [self.labels.seed.clone(), KeyValue::new("error", error)];
+        if let Some(active) = &self.instruments.active {
+            active.add(-1, &seed_attrs[..1]);
+        }
         self.instruments.calls.add(1, &seed_attrs);
         self.instruments.duration.record(seconds, &seed_attrs);
 

@@ -10,7 +10,9 @@ use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::{CallRecord, Instruments, ResponseFuture, RpcPath, Side, duration_histogram};
+use super::{
+    CallRecord, Instruments, MethodLabels, ResponseFuture, RpcPath, Side, duration_histogram,
+};
 
 /// Extra span attributes for one call, set as a request extension by the caller
 /// (`request.extensions_mut().insert(SpanAttributes(..))`): tonic carries extensions to the layer.
@@ -123,7 +125,8 @@ where
                 self.layer.server_port
             );
         });
-        let record = CallRecord::new(span.clone(), path, Arc::clone(&self.layer.instruments));
+        let labels = Arc::new(MethodLabels::new(&path, Side::Client));
+        let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.layer.instruments));
         ResponseFuture::traced(self.inner.call(request), span, record)
     }
 }

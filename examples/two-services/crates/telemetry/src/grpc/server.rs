@@ -1,7 +1,7 @@
 //! The server side: continue the caller's trace from the W3C headers, open a SERVER span named
 //! `grpc.server.<Method>`, and record the RPC metrics, for every method of every service.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,7 +12,9 @@ use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::{CallRecord, Instruments, ResponseFuture, RpcPath, Side, duration_histogram};
+use super::{
+    CallRecord, Instruments, MethodLabels, ResponseFuture, RpcPath, Side, duration_histogram,
+};
 
 /// Services that are plumbing, not traffic: neither traced nor counted.
 const UNTRACED_SERVICES: [&str; 3] = [
@@ -25,7 +27,44 @@ const UNTRACED_SERVICES: [&str; 3] = [
 #[derive(Clone, Debug)]
 pub struct GrpcServerLayer {
     instruments: Arc<Instruments>,
-    methods: Arc<HashSet<Box<str>>>,
+    methods: Arc<Methods>,
+}
+
+/// The methods the server implements, each with its metric labels, and the labels of `_OTHER`.
+#[derive(Debug)]
+struct Methods {
+    known: HashMap<Box<str>, Arc<MethodLabels>>,
+    other: Arc<MethodLabels>,
+}
+
+impl Methods {
+    fn new(names: HashSet<Box<str>>) -> Self {
+        let known = names
+            .into_iter()
+            .filter_map(|name| {
+                let path = RpcPath::parse(&format!("/{name}"))?;
+                Some((name, Arc::new(MethodLabels::new(&path, Side::Server))))
+            })
+            .collect();
+        let mut other =
+            RpcPath::parse("/_OTHER/_OTHER").unwrap_or_else(|| unreachable!("a well-formed path"));
+        other.known = false;
+        Self {
+            known,
+            other: Arc::new(MethodLabels::new(&other, Side::Server)),
+        }
+    }
+
+    /// The labels of `path`, marking it unknown when the server does not implement it.
+    fn labels(&self, path: &mut RpcPath) -> Arc<MethodLabels> {
+        match self.known.get(&*path.full) {
+            Some(labels) => Arc::clone(labels),
+            None => {
+                path.known = false;
+                Arc::clone(&self.other)
+            }
+        }
+    }
 }
 
 impl GrpcServerLayer {
@@ -62,7 +101,7 @@ impl GrpcServerLayer {
         };
         Self {
             instruments: Arc::new(instruments),
-            methods: Arc::new(methods(descriptor_sets)),
+            methods: Arc::new(Methods::new(methods(descriptor_sets))),
         }
     }
 }
@@ -113,7 +152,7 @@ impl<S> Layer<S> for GrpcServerLayer {
 pub struct GrpcServerService<S> {
     inner: S,
     instruments: Arc<Instruments>,
-    methods: Arc<HashSet<Box<str>>>,
+    methods: Arc<Methods>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcServerService<S>
@@ -137,7 +176,7 @@ where
         let Some(mut path) = path.filter(|_| traced) else {
             return ResponseFuture::untraced(self.inner.call(request));
         };
-        path.known = self.methods.contains(&*path.full);
+        let labels = self.methods.labels(&mut path);
 
         let span = tracing::info_span!(
             "grpc.server",
@@ -169,7 +208,7 @@ where
             tracing::debug!(%error, "could not continue the caller's trace");
         }
 
-        let record = CallRecord::new(span.clone(), path, Arc::clone(&self.instruments));
+        let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.instruments));
         ResponseFuture::traced(self.inner.call(request), span, record)
     }
 }
