@@ -6,7 +6,7 @@
 # builds each with warnings as errors, lints, tests, and runs the end-to-end scenarios against a
 # real collector.
 # Environment: CI_WORK (renders, logs), CARGO_TARGET_DIR (shared by all renders),
-# E2E=0 to skip the end-to-end scenarios.
+# E2E=0 to skip the end-to-end scenarios, BENCH=0 to skip the quick benchmark run.
 source "$(dirname "$0")/lib.sh"
 started=$SECONDS
 steps=0
@@ -70,6 +70,16 @@ if [[ ${E2E:-1} != 0 ]]; then
     step "end to end against rotel (release build)"
     (cd "$default" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" timed cargo build --locked --release)
     timed "$ROTEL_VENV/bin/python" "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
+    passed
+fi
+
+if [[ ${BENCH:-1} != 0 ]]; then
+    # A short run proves the benchmark works (every call OK, every span received or counted as
+    # dropped); it asserts no time: CI machines are shared and noisy.
+    step "benchmark, quick (ci/bench.sh --quick; asserts no time)"
+    # Same RUSTFLAGS as the release build above, so its artifacts are reused.
+    BENCH_RENDER=$default RUSTFLAGS="${RUSTFLAGS:-} -D warnings" \
+        timed bash "$REPO/ci/bench.sh" --quick --direct --shapes 0ms,1000rps
     passed
 fi
 

@@ -216,7 +216,9 @@ def run_one(args: argparse.Namespace, contender: str, shape: Shape, rnd: int, bo
     env = {"DB_LATENCY_MS": str(shape.db_latency_ms), "DRAIN_TIMEOUT_SECS": "5"}
     collector = None
     # "off@NAME" / "full@NAME": the server of --compare NAME=DIR, for before/after measurements.
-    mode, _, variant = contender.partition("@")
+    # "full#NAME": full telemetry with the extra environment of --lever NAME=K=V,...
+    contender_mode, _, lever = contender.partition("#")
+    mode, _, variant = contender_mode.partition("@")
     bin_dir = args.compare[variant] if variant else args.bin_dir
     if mode == "bare":
         argv = [str(bin_dir / "bare-server")]
@@ -232,6 +234,8 @@ def run_one(args: argparse.Namespace, contender: str, shape: Shape, rnd: int, bo
         collector.start()
         env |= {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.grpc_port}"}
+    if lever:
+        env |= args.levers[lever]
     port = procs.free_port()
     full_env = procs.build_env({**env, "LISTEN_ADDR": f"127.0.0.1:{port}"})
     server = procs.ManagedProcess(pinned(args.server_cpus, argv), full_env, run_dir, "server").start()
@@ -304,8 +308,9 @@ def report(shapes: list[Shape], results: list[RunResult], pinning: str, contende
             return f"{x / y:.2f}" if x and y else "n/a"
 
         if shape.rps:
-            added = median(by.get("full", []), "p99_us") - median(by.get("bare", []), "p99_us")
-            lines.append(f"p99 added by full telemetry over bare: {added:.0f} µs")
+            if by.get("full") and by.get("bare"):
+                added = median(by["full"], "p99_us") - median(by["bare"], "p99_us")
+                lines.append(f"p99 added by full telemetry over bare: {added:.0f} µs")
         else:
             lines.append(f"ratios (req/s): full/bare {ratio('full', 'bare')}, full/off {ratio('full', 'off')}, "
                          f"off/bare {ratio('off', 'bare')}")
@@ -323,6 +328,9 @@ def main() -> int:
     p.add_argument("--shapes", default="0ms,10ms,1000rps", help="comma-separated: 0ms, 10ms, 1000rps")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                    help="also run off@NAME and full@NAME with DIR's my-service-server (before/after)")
+    p.add_argument("--lever", action="append", default=[], metavar="NAME=K=V[,K=V]",
+                   help="also run full#NAME: full telemetry with this extra environment "
+                        "(e.g. sampled=OTEL_TRACES_SAMPLER=traceidratio,OTEL_TRACES_SAMPLER_ARG=0.1)")
     p.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
     p.add_argument("--quick", action="store_true", help="one round, few calls: proves the benchmark runs")
     p.add_argument("--workdir", type=Path)
@@ -350,11 +358,17 @@ def main() -> int:
     }
     shapes = [all_shapes[s] for s in args.shapes.split(",")]
     args.compare = dict((name, Path(d)) for name, _, d in (c.partition("=") for c in args.compare))
+    args.levers = {}
+    for lever in args.lever:
+        name, _, assignments = lever.partition("=")
+        args.levers[name] = dict(kv.split("=", 1) for kv in assignments.split(",") if "=" in kv)
     known = list(CONTENDERS) + [f"{m}@{n}" for n in args.compare for m in ("off", "full")]
+    known += [f"full#{n}" for n in args.levers]
     if args.seed:
         known.append("seed")
         args.only += ",seed"
-    contenders = [c for c in known if c in args.only.split(",") or ("@" in c and c.split("@")[0] in args.only.split(","))]
+    only = args.only.split(",")
+    contenders = [c for c in known if c in only or re.split("[@#]", c)[0] in only]
     args.requests_for = lambda shape: shape.requests
 
     for binary in {"bare": "bare-server", "off": "my-service-server", "full": "my-service-server"}.values():
