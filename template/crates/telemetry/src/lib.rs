@@ -146,6 +146,7 @@ impl Telemetry {
         let resource = providers::resource(
             &self.service_name,
             &self.service_version,
+            defaults::SERVICE_NAMESPACE,
             defaults::RESOURCE_ATTRIBUTES,
         );
         let io = io::IoThread::start()?;
