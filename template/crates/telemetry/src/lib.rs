@@ -25,9 +25,9 @@ pub mod testing;
 
 use std::time::Duration;
 
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::propagation::text_map_propagator::TextMapPropagator;
-use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;

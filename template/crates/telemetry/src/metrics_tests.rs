@@ -55,12 +55,12 @@ fn points(metrics: &ResourceMetrics) -> Vec<Point> {
         macro_rules! walk {
             ($data:expr) => {
                 match $data {
-                    MetricData::Gauge(g) => g.data_points().for_each(|p| {
-                        push(p.attributes().collect(), p.value() as f64, vec![], 0)
-                    }),
-                    MetricData::Sum(s) => s.data_points().for_each(|p| {
-                        push(p.attributes().collect(), p.value() as f64, vec![], 0)
-                    }),
+                    MetricData::Gauge(g) => g
+                        .data_points()
+                        .for_each(|p| push(p.attributes().collect(), p.value() as f64, vec![], 0)),
+                    MetricData::Sum(s) => s
+                        .data_points()
+                        .for_each(|p| push(p.attributes().collect(), p.value() as f64, vec![], 0)),
                     MetricData::Histogram(h) => h.data_points().for_each(|p| {
                         push(
                             p.attributes().collect(),
@@ -94,7 +94,10 @@ fn a_two_worker_runtime_exports_every_runtime_metric_with_its_unit() {
         .enable_all()
         .build()
         .expect("runtime");
-    crate::runtime::observe(&opentelemetry::metrics::MeterProvider::meter(&provider, "test"), runtime.handle());
+    crate::runtime::observe(
+        &opentelemetry::metrics::MeterProvider::meter(&provider, "test"),
+        runtime.handle(),
+    );
     // Work for both workers, and three tasks that stay alive over the collection.
     let (stop, stopped) = tokio::sync::watch::channel(());
     runtime.block_on(async {
@@ -161,7 +164,12 @@ fn process_metrics_are_plausible_and_cpu_time_grows_with_work() {
     assert!(crate::process::observe(
         &opentelemetry::metrics::MeterProvider::meter(&provider, "test")
     ));
-    let cpu = |points: &[Point]| -> f64 { find(points, "process.cpu.time").iter().map(|p| p.value).sum() };
+    let cpu = |points: &[Point]| -> f64 {
+        find(points, "process.cpu.time")
+            .iter()
+            .map(|p| p.value)
+            .sum()
+    };
     let before = collect(&provider, &exporter);
     // 300 ms of arithmetic: 30 clock ticks.
     let start = std::time::Instant::now();
@@ -196,10 +204,22 @@ fn process_metrics_are_plausible_and_cpu_time_grows_with_work() {
         cpu(&after)
     );
     let value = |name| find(&after, name)[0].value;
-    let (rss, virt) = (value("process.memory.usage"), value("process.memory.virtual"));
-    assert!(rss > 1024.0 * 1024.0 && rss <= virt, "rss {rss}, virtual {virt}");
-    assert!(value("process.thread.count") >= 2.0, "the test thread and the reader's");
-    assert!(value("process.unix.file_descriptor.count") >= 3.0, "stdin, stdout, stderr");
+    let (rss, virt) = (
+        value("process.memory.usage"),
+        value("process.memory.virtual"),
+    );
+    assert!(
+        rss > 1024.0 * 1024.0 && rss <= virt,
+        "rss {rss}, virtual {virt}"
+    );
+    assert!(
+        value("process.thread.count") >= 2.0,
+        "the test thread and the reader's"
+    );
+    assert!(
+        value("process.unix.file_descriptor.count") >= 3.0,
+        "stdin, stdout, stderr"
+    );
 }
 
 /// The semantic conventions' recommended boundaries for `rpc.server.call.duration` and

@@ -5,7 +5,6 @@
 
 use opentelemetry::metrics::Meter;
 
-
 /// Registers the process instruments with `meter`; `false` where the system has no `/proc`.
 #[cfg(target_os = "linux")]
 pub(crate) fn observe(meter: &Meter) -> bool {
@@ -86,7 +85,10 @@ mod linux {
     pub(super) fn cpu_seconds() -> Option<(f64, f64)> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         // The command name (field 2) is in parentheses and may hold spaces: count after it.
-        let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+        let mut fields = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .skip(11);
         let user: u64 = fields.next()?.parse().ok()?;
         let system: u64 = fields.next()?.parse().ok()?;
         Some((user as f64 / USER_HZ, system as f64 / USER_HZ))

@@ -9,7 +9,6 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
 use tokio::runtime::{Handle, RuntimeMetrics};
 
-
 /// Registers the runtime's instruments with `meter`; they live as long as its provider.
 pub(crate) fn observe(meter: &Meter, handle: &Handle) {
     let metrics = handle.metrics();

@@ -38,7 +38,11 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-pub(crate) fn duration_histogram(meter: &Meter, name: String, description: &'static str) -> Histogram<f64> {
+pub(crate) fn duration_histogram(
+    meter: &Meter,
+    name: String,
+    description: &'static str,
+) -> Histogram<f64> {
     meter
         .f64_histogram(name)
         .with_unit("s")

@@ -22,7 +22,9 @@ const DATASOURCES: [&str; 3] = ["prometheus", "tempo", "loki"];
 const FROM_THE_STACK: [&str; 1] = ["traces_spanmetrics_latency_bucket"];
 
 fn workspace_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 /// The Prometheus names of an OTLP metric, as Prometheus's OTLP receiver writes them (with
@@ -72,13 +74,34 @@ fn prometheus_naming_follows_the_otlp_rules() {
         bounds: vec![],
     };
     let cases = [
-        (point("rpc.server.call.duration", "s", "histogram", false), "rpc_server_call_duration_seconds_bucket"),
-        (point("myservice.requests.total", "{requests}", "sum", true), "myservice_requests_total"),
-        (point("myservice.requests.active", "{requests}", "sum", false), "myservice_requests_active"),
-        (point("process.cpu.time", "s", "sum", true), "process_cpu_time_seconds_total"),
-        (point("process.memory.usage", "By", "sum", false), "process_memory_usage_bytes"),
-        (point("tokio.workers", "{worker}", "gauge", false), "tokio_workers"),
-        (point("tokio.worker.park_count", "{park}", "sum", true), "tokio_worker_park_count_total"),
+        (
+            point("rpc.server.call.duration", "s", "histogram", false),
+            "rpc_server_call_duration_seconds_bucket",
+        ),
+        (
+            point("myservice.requests.total", "{requests}", "sum", true),
+            "myservice_requests_total",
+        ),
+        (
+            point("myservice.requests.active", "{requests}", "sum", false),
+            "myservice_requests_active",
+        ),
+        (
+            point("process.cpu.time", "s", "sum", true),
+            "process_cpu_time_seconds_total",
+        ),
+        (
+            point("process.memory.usage", "By", "sum", false),
+            "process_memory_usage_bytes",
+        ),
+        (
+            point("tokio.workers", "{worker}", "gauge", false),
+            "tokio_workers",
+        ),
+        (
+            point("tokio.worker.park_count", "{park}", "sum", true),
+            "tokio_worker_park_count_total",
+        ),
     ];
     for (point, expected) in cases {
         assert_eq!(prometheus_names(&point)[0], expected);
@@ -151,7 +174,10 @@ async fn exported_by_a_real_run() -> (Vec<ReceivedPoint>, Vec<ReceivedPoint>) {
         .await
         .unwrap();
     for _ in 0..20 {
-        client.process_request(unique_id("dashboard")).await.unwrap();
+        client
+            .process_request(unique_id("dashboard"))
+            .await
+            .unwrap();
     }
     assert!(client.process_request(String::new()).await.is_err());
     let before = receiver.points().len();
@@ -189,7 +215,10 @@ fn check_runtime_and_process_metrics(points: &[ReceivedPoint]) {
     assert!(sum("tokio.alive_tasks") >= 1.0);
     assert!(sum("tokio.global_queue_depth") >= 0.0);
     assert!(sum("tokio.worker.busy_duration") > 0.0);
-    assert_eq!(last(points, "tokio.worker.busy_duration").len() as f64, workers);
+    assert_eq!(
+        last(points, "tokio.worker.busy_duration").len() as f64,
+        workers
+    );
     assert!(sum("tokio.worker.park_count") >= 1.0);
     eprintln!("measured in a real run of the server (20 calls, one failed):");
     for metric in [
@@ -243,7 +272,11 @@ async fn the_dashboard_reads_only_what_the_service_and_the_stack_export() {
     assert!(!datasources.is_empty());
     for object in datasources {
         let uid = object["datasource"]["uid"].as_str().unwrap_or_default();
-        assert!(DATASOURCES.contains(&uid), "data source {:?}", object["datasource"]);
+        assert!(
+            DATASOURCES.contains(&uid),
+            "data source {:?}",
+            object["datasource"]
+        );
     }
 
     let mut queries = Vec::new();
@@ -273,7 +306,10 @@ async fn the_dashboard_reads_only_what_the_service_and_the_stack_export() {
         let mut selected = Selected::default();
         walk_expr(&mut selected, &expr).unwrap();
         for name in &selected.names {
-            assert!(known(name), "{name} is not exported (exported: {exported:#?})");
+            assert!(
+                known(name),
+                "{name} is not exported (exported: {exported:#?})"
+            );
             shown.insert(name.clone());
         }
         for matcher in &selected.name_matchers {
@@ -302,8 +338,8 @@ async fn the_dashboard_reads_only_what_the_service_and_the_stack_export() {
 #[test]
 fn compose_provisions_the_dashboard_where_the_provider_looks() {
     let compose = std::fs::read_to_string(workspace_file("compose.yaml")).unwrap();
-    let provider = std::fs::read_to_string(workspace_file("grafana/provisioning/dashboards.yaml"))
-        .unwrap();
+    let provider =
+        std::fs::read_to_string(workspace_file("grafana/provisioning/dashboards.yaml")).unwrap();
     let mounts: BTreeMap<String, String> = compose
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- ./"))
@@ -323,11 +359,20 @@ fn compose_provisions_the_dashboard_where_the_provider_looks() {
         .lines()
         .find_map(|line| line.trim().strip_prefix("path: "))
         .unwrap();
-    assert_eq!(path, dashboards_target, "the provider reads where compose mounts");
+    assert_eq!(
+        path, dashboards_target,
+        "the provider reads where compose mounts"
+    );
     let home = compose
         .lines()
-        .find_map(|line| line.trim().strip_prefix("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: "))
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: ")
+        })
         .unwrap();
     let file = home.strip_prefix(&format!("{dashboards_target}/")).unwrap();
-    assert!(workspace_file(&format!("grafana/dashboards/{file}")).is_file(), "{home}");
+    assert!(
+        workspace_file(&format!("grafana/dashboards/{file}")).is_file(),
+        "{home}"
+    );
 }
