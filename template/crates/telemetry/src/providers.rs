@@ -25,9 +25,15 @@ pub(crate) struct Providers {
 }
 
 /// `service.name` from `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`, else the service's own
-/// name; `service.version`; a fresh `service.instance.id`; the workspace's default attributes
-/// (`OTEL_RESOURCE_ATTRIBUTES` wins over them); the SDK's `telemetry.sdk.*`.
-pub(crate) fn resource(service_name: &str, service_version: &str, defaults: &str) -> Resource {
+/// name; `service.namespace` (the workspace's name); `service.version`; a fresh
+/// `service.instance.id`; the workspace's default attributes (`OTEL_RESOURCE_ATTRIBUTES` wins over
+/// them, and they over the namespace); the SDK's `telemetry.sdk.*`.
+pub(crate) fn resource(
+    service_name: &str,
+    service_version: &str,
+    namespace: &str,
+    defaults: &str,
+) -> Resource {
     let house = defaults.split(',').filter_map(|pair| {
         let (key, value) = pair.split_once('=')?;
         let (key, value) = (key.trim(), value.trim());
@@ -35,6 +41,10 @@ pub(crate) fn resource(service_name: &str, service_version: &str, defaults: &str
     });
     // Detectors merge over what came before: the environment has the last word.
     let resource = Resource::builder_empty()
+        .with_attributes(
+            (!namespace.is_empty())
+                .then(|| KeyValue::new("service.namespace", namespace.to_owned())),
+        )
         .with_attributes(house)
         .with_attributes([
             KeyValue::new("service.version", service_version.to_owned()),
@@ -224,6 +234,7 @@ mod tests {
         let resource = super::resource(
             "svc",
             "1.2.3",
+            "shop",
             "deployment.environment.name=staging, team=core,broken",
         );
         let get = |key: &'static str| {
@@ -233,6 +244,9 @@ mod tests {
         };
         assert_eq!(get("service.version").as_deref(), Some("1.2.3"));
         assert_eq!(get("team").as_deref(), Some("core"));
+        if std::env::var_os("OTEL_RESOURCE_ATTRIBUTES").is_none() {
+            assert_eq!(get("service.namespace").as_deref(), Some("shop"));
+        }
         if std::env::var_os("OTEL_RESOURCE_ATTRIBUTES").is_none() {
             assert_eq!(
                 get("deployment.environment.name").as_deref(),

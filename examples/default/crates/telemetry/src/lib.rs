@@ -13,7 +13,11 @@ mod console;
 pub mod defaults;
 pub mod grpc;
 mod io;
+#[cfg(test)]
+mod metrics_tests;
+mod process;
 mod providers;
+mod runtime;
 pub mod settings;
 mod subscriber;
 #[cfg(feature = "testing")]
@@ -21,6 +25,7 @@ pub mod testing;
 
 use std::time::Duration;
 
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::propagation::text_map_propagator::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
@@ -44,6 +49,9 @@ pub fn bounded(value: &str) -> &str {
 
 /// How many bytes of JSON lines the stdout worker gathers before it writes, at most.
 const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The instrumentation scope of the runtime and process metrics.
+const METER_SCOPE: &str = "telemetry";
 
 /// How long dropping the guard may spend flushing all three signals before it gives up.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
@@ -146,6 +154,7 @@ impl Telemetry {
         let resource = providers::resource(
             &self.service_name,
             &self.service_version,
+            defaults::SERVICE_NAMESPACE,
             defaults::RESOURCE_ATTRIBUTES,
         );
         let io = io::IoThread::start()?;
@@ -155,6 +164,13 @@ impl Telemetry {
         };
         if let Some(meter) = &providers.meter {
             opentelemetry::global::set_meter_provider(meter.clone());
+            if !process::observe(&meter.meter(METER_SCOPE)) {
+                warnings.push(
+                    "process metrics (process.*) are read from /proc, which this system lacks: \
+                     they are not exported"
+                        .to_owned(),
+                );
+            }
         }
         if let Some(tracer) = &providers.tracer {
             opentelemetry::global::set_tracer_provider(tracer.clone());
@@ -232,6 +248,17 @@ impl std::fmt::Debug for TelemetryGuard {
 }
 
 impl TelemetryGuard {
+    /// Exports the metrics of the Tokio runtime behind `handle` (`tokio.workers`,
+    /// `tokio.alive_tasks`, `tokio.global_queue_depth`, per worker `tokio.worker.busy_duration`
+    /// and `tokio.worker.park_count`), read when metrics are collected: nothing per call. Call it
+    /// once for the runtime that serves the calls, not from the telemetry's own threads; with
+    /// metrics off it does nothing.
+    pub fn observe_runtime(&self, handle: &tokio::runtime::Handle) {
+        if let Some(meter) = self.providers.as_ref().and_then(|p| p.meter.as_ref()) {
+            runtime::observe(&meter.meter(METER_SCOPE), handle);
+        }
+    }
+
     /// Exports everything buffered so far, without shutting down. Blocks: call it from
     /// `spawn_blocking` or a plain thread, not from a runtime worker.
     pub fn flush(&self) {

@@ -33,6 +33,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Runtime metrics (workers, tasks, queue depth, busy time) of the runtime that serves calls.
+    telemetry.observe_runtime(runtime.handle());
 
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -13,3 +13,7 @@ pub const DEFAULTS: Defaults = Defaults {
 /// Resource attributes every signal carries, in `OTEL_RESOURCE_ATTRIBUTES` syntax; a key set in
 /// `OTEL_RESOURCE_ATTRIBUTES` wins.
 pub const RESOURCE_ATTRIBUTES: &str = "deployment.environment.name=development";
+
+/// `service.namespace` of every service of the workspace (the workspace's name); a value in the
+/// attributes above or in `OTEL_RESOURCE_ATTRIBUTES` wins.
+pub const SERVICE_NAMESPACE: &str = "billing";

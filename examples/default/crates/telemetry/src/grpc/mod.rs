@@ -31,12 +31,18 @@ mod attr {
 /// `rpc.method` for calls to methods the server does not know: raw paths are unbounded.
 const OTHER: &str = "_OTHER";
 
-/// Buckets for durations in seconds; the SDK's defaults are shaped for milliseconds.
+/// Buckets for durations in seconds, the semantic conventions' recommended boundaries for
+/// `rpc.{server,client}.call.duration` (and HTTP's durations); the SDK's defaults are shaped for
+/// milliseconds.
 const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-fn duration_histogram(meter: &Meter, name: String, description: &'static str) -> Histogram<f64> {
+pub(crate) fn duration_histogram(
+    meter: &Meter,
+    name: String,
+    description: &'static str,
+) -> Histogram<f64> {
     meter
         .f64_histogram(name)
         .with_unit("s")

@@ -5,6 +5,7 @@
 // The library is named after the service; the tests call it `server`.
 extern crate payments_server as server;
 
+mod dashboard;
 mod errors;
 mod health;
 mod helpers;
