@@ -139,7 +139,7 @@ otlp_exporter!(otlp_span_exporter, opentelemetry_otlp::SpanExporter);
 otlp_exporter!(otlp_metric_exporter, opentelemetry_otlp::MetricExporter);
 otlp_exporter!(otlp_log_exporter, opentelemetry_otlp::LogExporter);
 
-fn tracer_provider(
+pub(crate) fn tracer_provider(
     exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
     resource: &Resource,
 ) -> SdkTracerProvider {
@@ -150,7 +150,7 @@ fn tracer_provider(
         .build()
 }
 
-fn logger_provider(
+pub(crate) fn logger_provider(
     exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
     resource: &Resource,
 ) -> SdkLoggerProvider {
@@ -160,7 +160,7 @@ fn logger_provider(
         .build()
 }
 
-fn meter_provider(
+pub(crate) fn meter_provider(
     exporter: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter,
     settings: &Settings,
     resource: &Resource,
