@@ -201,21 +201,24 @@ def by_hand(a: argparse.Namespace, rotel: Rotel) -> None:
     ws = a.workspace or "<the rendered workspace>"
     server = Path(a.server_bin).name
     client = Path(a.client_bin).name
+    demo = os.path.abspath(__file__)
     print(f"""  cd {ws}
-  # a collector on localhost:4317: rotel (pip install rotel; rotel-agent start --exporter otlp ...),
-  # or any OpenTelemetry collector; then, in two terminals:
-  cargo run --bin {server}
-  cargo run --bin {client} -- --id hello          # one call; --id '' fails
-  cargo run --bin {client} -- --requests 1000     # load mode, with a summary""")
+  cargo run -p {server}                          # terminal 1: the server (JSON lines on stdout)
+  cargo run -p {client} -- --id hello            # terminal 2: one call; --id '' fails
+  cargo run -p {client} -- --requests 1000       # load mode: progress, then a summary
+  OTEL_TRACES_EXPORTER=console cargo run -p {client} -- --id hello   # spans on stderr, no collector
+  # this demo again on the built binaries (rotel and the receiver on free ports):
+  {shlex.quote(sys.executable)} {demo} --server-bin {a.server_bin} --client-bin {a.client_bin} --workdir /tmp/demo-run""")
     compose = shutil.which("docker") and subprocess.run(
         ["docker", "compose", "version"], capture_output=True).returncode == 0
     if compose:
         print(f"""
-  # Grafana with the local stack (collector, Tempo, Prometheus, Loki) instead:
-  cd {ws} && docker compose up --build      # then http://localhost:3000 (Explore: traces, metrics, logs)""")
+  # Grafana instead (Docker Compose is here): the collector with Tempo, Prometheus and Loki
+  cd {ws} && docker compose up -d otel-lgtm     # then the server and client as above, and
+  # http://localhost:3000 -> Explore: the trace (client and server spans), the metrics, the logs""")
     else:
-        print("\n  With Docker and Compose, `docker compose up --build` in the workspace runs the collector, "
-              "Grafana and the service (compose.yaml).")
+        print("\n  With Docker and Compose: `docker compose up -d otel-lgtm` in the workspace starts a collector "
+              "with Grafana on http://localhost:3000 (compose.yaml); the server and client send there by default.")
 
 
 if __name__ == "__main__":
