@@ -139,7 +139,7 @@ otlp_exporter!(otlp_span_exporter, opentelemetry_otlp::SpanExporter);
 otlp_exporter!(otlp_metric_exporter, opentelemetry_otlp::MetricExporter);
 otlp_exporter!(otlp_log_exporter, opentelemetry_otlp::LogExporter);
 
-fn tracer_provider(
+pub(crate) fn tracer_provider(
     exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
     resource: &Resource,
 ) -> SdkTracerProvider {
@@ -150,7 +150,7 @@ fn tracer_provider(
         .build()
 }
 
-fn logger_provider(
+pub(crate) fn logger_provider(
     exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
     resource: &Resource,
 ) -> SdkLoggerProvider {
@@ -160,7 +160,7 @@ fn logger_provider(
         .build()
 }
 
-fn meter_provider(
+pub(crate) fn meter_provider(
     exporter: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter,
     settings: &Settings,
     resource: &Resource,
@@ -180,6 +180,7 @@ impl Providers {
     /// Runs on a fresh thread: `shutdown` blocks, and must not block a thread that the exporters'
     /// I/O needs to make progress (opentelemetry-rust#2583).
     pub(crate) fn shutdown(self, budget: Duration) -> Vec<String> {
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
         let worker = std::thread::Builder::new()
             .name("telemetry-shutdown".into())
             .spawn(move || {
@@ -205,12 +206,23 @@ impl Providers {
                 {
                     problems.push(format!("metrics: {e}"));
                 }
-                problems
+                let _ = done.send(problems);
             });
-        match worker.map(|handle| handle.join()) {
-            Ok(Ok(problems)) => problems,
-            Ok(Err(_)) => vec!["the shutdown thread panicked".to_owned()],
-            Err(e) => vec![format!("could not start the shutdown thread: {e}")],
+        if let Err(e) = worker {
+            return vec![format!("could not start the shutdown thread: {e}")];
+        }
+        // The metrics reader's shutdown ignores its timeout and waits out the exporter's retries:
+        // the budget is kept here, and a shutdown still running past it is left behind.
+        match finished.recv_timeout(budget + Duration::from_millis(50)) {
+            Ok(problems) => problems,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                vec![format!(
+                    "not finished within {budget:?}; the rest is dropped"
+                )]
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                vec!["the shutdown thread panicked".to_owned()]
+            }
         }
     }
 }
