@@ -68,10 +68,17 @@ impl Fields {
         fields
     }
 
-    /// The message; for an SDK diagnostic (no message of its own), what failed and why.
+    /// The message and its `name`/`error` fields; for an SDK or transport diagnostic (whose
+    /// message is empty or generic), what failed and why.
     fn text(&self, target: &str) -> String {
-        if !self.message.is_empty() && self.name.is_none() {
-            return self.message.clone();
+        if !crate::subscriber::is_transport(target) {
+            let mut text = self.message.clone();
+            for (key, value) in [("name", &self.name), ("error", &self.error)] {
+                if let Some(value) = value {
+                    let _ = write!(text, " {key}={value}");
+                }
+            }
+            return text;
         }
         let mut text = format!("{target}: {}", self.name.as_deref().unwrap_or("diagnostic"));
         for detail in [self.error.as_deref(), Some(self.message.as_str())]
@@ -205,6 +212,19 @@ mod tests {
         assert_eq!(
             fields.text("opentelemetry_sdk"),
             "opentelemetry_sdk: BatchSpanProcessor.ExportError: connection refused"
+        );
+    }
+
+    #[test]
+    fn the_service_s_own_error_field_is_kept() {
+        let fields = super::Fields {
+            message: "call failed".into(),
+            error: Some("timeout".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields.text("my_service_server"),
+            "call failed error=timeout"
         );
     }
 }
