@@ -133,7 +133,9 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    # Ctrl-C and SIGTERM (from demo.sh's trap) unwind through the finally below.
+    # Ctrl-C and SIGTERM (from demo.sh's trap) unwind through the finally below. demo.sh runs this
+    # in the background, where a non-interactive shell leaves SIGINT ignored: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     rotel = Rotel(workdir)
