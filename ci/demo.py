@@ -149,7 +149,13 @@ def main(argv: list[str]) -> int:
         otel = {**rotel.otel_env("grpc"), "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200",
                 "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
         heading("starting the server")
-        server, port = procs.start_server(a.server_bin, workdir, {**otel, "FAILURE_RATE": "0"})
+        # Started here rather than by procs.start_server, so that an interrupt while it comes up
+        # still finds it in `server` (start_server cleans up on errors, not on Ctrl-C).
+        port = procs.free_port()
+        server = procs.ManagedProcess(
+            [a.server_bin], procs.build_env({**otel, "FAILURE_RATE": "0", "LISTEN_ADDR": f"127.0.0.1:{port}"}),
+            workdir, "server").start()
+        procs.wait_for_port("127.0.0.1", port, 30, proc=server)
         url = f"http://127.0.0.1:{port}"
         print(f"  {Path(a.server_bin).name} on 127.0.0.1:{port}, its JSON lines in {workdir}/server.stdout")
 
