@@ -1,39 +1,42 @@
 #!/usr/bin/env bash
-# The example flow on a fresh machine: installs cargo-generate if missing, renders a service into a
-# temporary directory, starts the server, calls it with the client, and stops it. No collector is
-# needed: the JSON log lines and the trace id show the flow (the server reports, once, that it
-# cannot reach one).
+# The example flow on a fresh machine: renders a service into a temporary directory, builds it,
+# starts a real OpenTelemetry collector (rotel, from PyPI, no Docker) on free ports, runs the server
+# and a few client calls against it (one failing), and prints what arrived: each call's trace as a
+# tree, the metrics with their values, the log records beside the matching stdout JSON lines
+# (ci/demo.py). Every process it starts is stopped on exit and on Ctrl-C.
+#
+# Uses any installed cargo-generate the template supports (>=0.23.14, <0.27.0); installs 0.23.14
+# only when there is none. DEMO_DIR=<dir> renders there instead of a fresh temporary directory.
 source "$(dirname "$0")/lib.sh"
-ensure_cargo_generate
-dest=$(mktemp -d)
+start=$SECONDS
+ensure_cargo_generate any
+ensure_rotel
+dest=${DEMO_DIR:-$(mktemp -d)}
+mkdir -p "$dest"
 step "rendering into $dest/demo"
-(cd "$dest" && "$CARGO_GENERATE" generate --path "$REPO" --name demo --silent --vcs none)
+rm -rf "${dest:?}/demo"
+(cd "$dest" && "$CARGO_GENERATE" generate --path "$REPO" --name demo --silent --vcs none >/dev/null)
 cd "$dest/demo"
-step "building (the first build takes a few minutes)"
-cargo build --locked --quiet --bins
+step "building (a first build takes about 2 minutes on 2 cores; later ones seconds)"
+timed cargo build --locked --quiet --bins
 bin=$CARGO_TARGET_DIR/debug
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
-step "starting the server on 127.0.0.1:$port (its JSON lines: $dest/server.log)"
-LISTEN_ADDR=127.0.0.1:$port "$bin/my-service-server" >"$dest/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
-    kill -0 $server 2>/dev/null || { cat "$dest/server.log"; die "the server exited"; }
-    sleep 0.1
-done
-
-step "calling ProcessRequest"
-"$bin/my-service-client" --server "http://127.0.0.1:$port" --id demo-42 2>"$dest/client.log"
-
-step "stopping the server (SIGTERM: drain, flush, exit)"
-kill -TERM $server && wait $server || true
-trap - EXIT
-step "the server's log lines for that call"
-grep -F '"trace_id"' "$dest/server.log" | python3 -c '
-import json, sys
-for line in sys.stdin:
-    r = json.loads(line)
-    print(r["time"], "trace_id=" + r["trace_id"], "span_id=" + r["span_id"], r["msg"], sep="  ")'
-printf '\nrendered workspace: %s/demo\n' "$dest"
+pid=
+cleanup() {
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+# In the background so that this shell's trap runs on Ctrl-C; demo.py stops its own children.
+"$ROTEL_VENV/bin/python" "$REPO/ci/demo.py" --server-bin "$bin/my-service-server" \
+    --client-bin "$bin/my-service-client" --workdir "$dest/run" --workspace "$dest/demo" &
+pid=$!
+status=0
+wait "$pid" || status=$?
+pid=
+printf '\nrendered workspace: %s/demo; the run'"'"'s files (server stdout, rotel log): %s/run; demo took %ds\n' \
+    "$dest" "$dest" $((SECONDS - start))
+exit "$status"

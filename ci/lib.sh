@@ -22,12 +22,45 @@ timed() {
     printf '    (%s: %ds)\n' "$1" $((SECONDS - start)) >&2
 }
 
+# The range the template declares (template/cargo-generate.toml): >=0.23.14, <0.27.0.
+CARGO_GENERATE_MIN=0.23.14
+CARGO_GENERATE_BELOW=0.27.0
+
+# version_in_range VERSION: whether CARGO_GENERATE_MIN <= VERSION < CARGO_GENERATE_BELOW.
+version_in_range() {
+    local v=${1%%[-+]*}
+    [[ $v =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || return 1
+    [[ $(printf '%s\n' "$CARGO_GENERATE_MIN" "$v" | sort -V | head -1) == "$CARGO_GENERATE_MIN" ]] &&
+        [[ $(printf '%s\n' "$v" "$CARGO_GENERATE_BELOW" | sort -V | head -1) == "$v" && $v != "$CARGO_GENERATE_BELOW" ]]
+}
+
+# ensure_cargo_generate [any]: CI (no argument) needs exactly the pin, installing it over another
+# version; `any` (the demo) takes whatever installed version the template supports, and installs
+# the pin only when there is none.
 ensure_cargo_generate() {
+    local accept=${1:-pin}
+    [[ ${CARGO_GENERATE_ANY:-} == 1 ]] && accept=any
     if command -v "$CARGO_GENERATE" >/dev/null 2>&1; then
         local have
         have=$("$CARGO_GENERATE" --version 2>/dev/null | awk '{print $NF}')
-        [[ $have == "$CARGO_GENERATE_PIN" || ${CARGO_GENERATE_ANY:-} == 1 ]] && return 0
-        printf 'cargo-generate %s found; CI proves %s\n' "$have" "$CARGO_GENERATE_PIN" >&2
+        [[ $have == "$CARGO_GENERATE_PIN" ]] && return 0
+        if [[ $accept == any ]] && version_in_range "$have"; then
+            printf 'using cargo-generate %s (supported: >=%s, <%s; CI proves %s)\n' \
+                "$have" "$CARGO_GENERATE_MIN" "$CARGO_GENERATE_BELOW" "$CARGO_GENERATE_PIN" >&2
+            return 0
+        fi
+        printf 'cargo-generate %s found; %s\n' "$have" \
+            "$([[ $accept == any ]] && echo "outside the supported range >=$CARGO_GENERATE_MIN, <$CARGO_GENERATE_BELOW" || echo "CI proves $CARGO_GENERATE_PIN")" >&2
+    fi
+    if [[ $accept == any ]] && command -v "$CARGO_GENERATE" >/dev/null 2>&1; then
+        # Leave the user's own cargo-generate in place: the pin goes beside the other caches.
+        local root=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/cargo-generate-$CARGO_GENERATE_PIN
+        if [[ ! -x $root/bin/cargo-generate ]]; then
+            step "installing cargo-generate $CARGO_GENERATE_PIN into $root (3-6 minutes, once)"
+            cargo install "cargo-generate@$CARGO_GENERATE_PIN" --locked --root "$root"
+        fi
+        CARGO_GENERATE=$root/bin/cargo-generate
+        return 0
     fi
     step "installing cargo-generate $CARGO_GENERATE_PIN (3-6 minutes, once)"
     cargo install "cargo-generate@$CARGO_GENERATE_PIN" --locked

@@ -40,6 +40,24 @@ expect_rejected license "MIT; rm -rf /" "SPDX"
 expect_rejected resource_attributes "team" "key=value pairs"
 expect_rejected resource_attributes 'team=a b' "spaces"
 
+# A rejected value must not block the retry. cargo-generate makes the destination directory before
+# the hook can refuse, and then refuses to render into it; the message names the directory and the
+# command that clears it. Follow it, as a user would, and the same command with a good value renders.
+rm -rf "$out/Retry-Me" "$out/retry-me"
+(cd "$out" && "$CARGO_GENERATE" generate --path "$REPO" --name Retry-Me --silent --vcs none --define port=0 >"$out/log" 2>&1) || true
+clear=$(grep -o 'remove it ([^)]*)' "$out/log" | head -1 | sed 's/remove it (//; s/)$//')
+if [[ $clear != "rmdir retry-me" ]]; then
+    echo "FAIL: the rejection does not say how to clear the way for the retry (want \"rmdir retry-me\", got \"$clear\")"
+    failures=$((failures + 1))
+elif ! (cd "$out" && $clear && "$CARGO_GENERATE" generate --path "$REPO" --name Retry-Me --silent --vcs none \
+        --define port=8080 >"$out/log" 2>&1) || [[ ! -f $out/retry-me/Cargo.toml ]]; then
+    echo "FAIL: the retry after \"$clear\" did not render:"; sed 's/^/    /' "$out/log" | tail -5
+    failures=$((failures + 1))
+else
+    echo "ok: after a rejected value, \"$clear\" (as the message says) and the retry renders"
+fi
+rm -rf "$out/retry-me"
+
 # The protocol is a choice list: cargo-generate itself rejects other values.
 if (cd "$out" && "$CARGO_GENERATE" generate --path "$REPO" --name bad --silent --vcs none \
         --define otlp_protocol=http/json >"$out/log" 2>&1); then

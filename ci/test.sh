@@ -71,6 +71,14 @@ if [[ ${E2E:-1} != 0 ]]; then
     (cd "$default" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" timed cargo build --locked --release)
     timed "$ROTEL_VENV/bin/python" "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
     passed
+
+    step "the demo shows a trace tree, the seed's metrics and correlated logs (ci/demo.py on the release build)"
+    timed "$ROTEL_VENV/bin/python" "$REPO/ci/demo_check.py" --bin-dir "$CARGO_TARGET_DIR/release" --workdir "$WORK/demo"
+    passed
+
+    step "the client CLI at a terminal (pseudo-terminal): readable lines, one delivery warning, exit ~1 s after the answer"
+    timed "$ROTEL_VENV/bin/python" "$REPO/ci/cli_tty_check.py" --bin-dir "$CARGO_TARGET_DIR/release"
+    passed
 fi
 
 if [[ ${BENCH:-1} != 0 ]]; then

@@ -190,6 +190,7 @@ impl Providers {
     /// Runs on a fresh thread: `shutdown` blocks, and must not block a thread that the exporters'
     /// I/O needs to make progress (opentelemetry-rust#2583).
     pub(crate) fn shutdown(self, budget: Duration) -> Vec<String> {
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
         let worker = std::thread::Builder::new()
             .name("telemetry-shutdown".into())
             .spawn(move || {
@@ -215,12 +216,23 @@ impl Providers {
                 {
                     problems.push(format!("metrics: {e}"));
                 }
-                problems
+                let _ = done.send(problems);
             });
-        match worker.map(|handle| handle.join()) {
-            Ok(Ok(problems)) => problems,
-            Ok(Err(_)) => vec!["the shutdown thread panicked".to_owned()],
-            Err(e) => vec![format!("could not start the shutdown thread: {e}")],
+        if let Err(e) = worker {
+            return vec![format!("could not start the shutdown thread: {e}")];
+        }
+        // The metrics reader's shutdown ignores its timeout and waits out the exporter's retries:
+        // the budget is kept here, and a shutdown still running past it is left behind.
+        match finished.recv_timeout(budget + Duration::from_millis(50)) {
+            Ok(problems) => problems,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                vec![format!(
+                    "not finished within {budget:?}; the rest is dropped"
+                )]
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                vec!["the shutdown thread panicked".to_owned()]
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 mod console;
 pub mod defaults;
 pub mod grpc;
+mod human;
 mod io;
 #[cfg(test)]
 mod metrics_tests;
@@ -84,6 +85,16 @@ pub struct Telemetry {
     writer: Option<BoxMakeWriter>,
     env: EnvLookup,
     span_lines: Option<bool>,
+    cli: CliOptions,
+}
+
+/// What a command-line tool sets differently from a server (see [`Telemetry::human_lines`],
+/// [`Telemetry::defer_diagnostics`], [`Telemetry::shutdown_budget`]).
+#[derive(Debug, Default)]
+struct CliOptions {
+    human_lines: bool,
+    defer_diagnostics: bool,
+    shutdown_budget: Option<Duration>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -105,6 +116,7 @@ impl Telemetry {
             writer: None,
             env: Box::new(|name| std::env::var(name).ok()),
             span_lines: None,
+            cli: CliOptions::default(),
         }
     }
 
@@ -126,6 +138,28 @@ impl Telemetry {
     /// Writes bunyan's span START/END lines too (default: `LOG_SPAN_LINES=true`, else off).
     pub fn span_lines(mut self, on: bool) -> Self {
         self.span_lines = Some(on);
+        self
+    }
+
+    /// Writes readable lines (`LEVEL message fields trace_id=... span_id=...`) instead of bunyan
+    /// JSON: for a person at a terminal. Machines keep the JSON.
+    pub fn human_lines(mut self, on: bool) -> Self {
+        self.cli.human_lines = on;
+        self
+    }
+
+    /// Holds back the SDK's and the transport's own warnings (a collector that is down, spans
+    /// dropped at a full queue) and says them once, counted, when the guard is dropped: a CLI's
+    /// answer and summary stay free of them.
+    pub fn defer_diagnostics(mut self, on: bool) -> Self {
+        self.cli.defer_diagnostics = on;
+        self
+    }
+
+    /// How long dropping the guard may spend flushing (default 10 s, for servers). A CLI sets
+    /// about a second: it should exit right after its answer even when no collector listens.
+    pub fn shutdown_budget(mut self, budget: Duration) -> Self {
+        self.cli.shutdown_budget = Some(budget);
         self
     }
 
@@ -194,6 +228,14 @@ impl Telemetry {
             }
         };
         let filter = subscriber::log_filter((self.env)("RUST_LOG").as_deref(), &mut warnings);
+        let deferred = self
+            .cli
+            .defer_diagnostics
+            .then(|| std::sync::Arc::new(human::Deferred::default()));
+        let format = subscriber::LineFormat {
+            human: self.cli.human_lines,
+            deferred: deferred.clone(),
+        };
         let subscriber = subscriber::build(
             self.service_name.clone(),
             filter,
@@ -201,6 +243,7 @@ impl Telemetry {
             span_lines,
             tracer,
             providers.logger.as_ref(),
+            format,
         );
         tracing::subscriber::set_global_default(subscriber)?;
 
@@ -214,6 +257,9 @@ impl Telemetry {
             providers: Some(providers),
             io: Some(io),
             _stdout: stdout_guard,
+            budget: self.cli.shutdown_budget.unwrap_or(SHUTDOWN_BUDGET),
+            deferred,
+            endpoint: settings.traces.endpoint.clone(),
         })
     }
 }
@@ -239,6 +285,9 @@ pub struct TelemetryGuard {
     providers: Option<providers::Providers>,
     io: Option<io::IoThread>,
     _stdout: Option<tracing_appender::non_blocking::WorkerGuard>,
+    budget: Duration,
+    deferred: Option<std::sync::Arc<human::Deferred>>,
+    endpoint: String,
 }
 
 impl std::fmt::Debug for TelemetryGuard {
@@ -284,8 +333,18 @@ impl TelemetryGuard {
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(providers) = self.providers.take() {
-            for problem in providers.shutdown(SHUTDOWN_BUDGET) {
-                tracing::warn!(target: subscriber::SHUTDOWN_TARGET, "telemetry shutdown: {problem}");
+            let problems = providers.shutdown(self.budget);
+            match &self.deferred {
+                Some(deferred) => {
+                    for line in deferred.summary(&self.endpoint, &problems) {
+                        tracing::warn!(target: subscriber::SHUTDOWN_TARGET, "{line}");
+                    }
+                }
+                None => {
+                    for problem in problems {
+                        tracing::warn!(target: subscriber::SHUTDOWN_TARGET, "telemetry shutdown: {problem}");
+                    }
+                }
             }
         }
         // The exporters are shut down: their I/O thread has nothing left to carry.

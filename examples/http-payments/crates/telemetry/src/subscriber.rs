@@ -5,7 +5,7 @@
 //! so `RUST_LOG=warn` quietens a busy service without breaking its traces or the ids on its lines.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TraceContextExt as _;
@@ -21,6 +21,8 @@ use tracing_subscriber::filter::{LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::human::{self, Deferred, HumanLines};
 
 /// Targets whose events and spans never become exported telemetry, whatever `RUST_LOG` says: the
 /// exporters' own transport would otherwise report on itself, export that, and so on
@@ -39,7 +41,7 @@ const TRANSPORT_TARGETS: [&str; 7] = [
 pub(crate) const DEFAULT_FILTER: &str =
     "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
 
-fn is_transport(target: &str) -> bool {
+pub(crate) fn is_transport(target: &str) -> bool {
     TRANSPORT_TARGETS.iter().any(|prefix| {
         target.strip_prefix(prefix).is_some_and(|rest| {
             rest.is_empty()
@@ -83,6 +85,14 @@ pub(crate) fn log_filter(rust_log: Option<&str>, warnings: &mut Vec<String>) -> 
     }
 }
 
+/// How the lines are written: bunyan JSON (default) or for a person, and whether the SDK's own
+/// warnings are held back for one summary at shutdown.
+#[derive(Default)]
+pub(crate) struct LineFormat {
+    pub(crate) human: bool,
+    pub(crate) deferred: Option<Arc<Deferred>>,
+}
+
 /// Builds the subscriber without installing it, so tests can capture or silence the output.
 pub(crate) fn build<W>(
     name: String,
@@ -91,6 +101,7 @@ pub(crate) fn build<W>(
     span_lines: bool,
     tracer: Option<SdkTracer>,
     logger: Option<&SdkLoggerProvider>,
+    format: LineFormat,
 ) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -120,16 +131,37 @@ where
         let wanted = logs_filter.would_enable(meta.target(), meta.level());
         wanted || (spans_wanted && meta.is_span() && *meta.level() <= Level::INFO)
     });
+    let deferred = format.deferred;
+    let (bunyan, human) = if format.human {
+        let human = HumanLines { writer };
+        (
+            None,
+            Some(Deferring {
+                inner: human,
+                deferred,
+            }),
+        )
+    } else {
+        let bunyan = BunyanLines {
+            inner: bunyan_layer(name, writer),
+            span_lines,
+            repeats: Repeats::default(),
+        };
+        (
+            Some(Deferring {
+                inner: bunyan,
+                deferred,
+            }),
+            None,
+        )
+    };
     tracing_subscriber::registry()
         .with(enabled)
         .with(traces)
         .with(JsonStorageLayer)
         .with(OtelIdsLayer::new())
-        .with(BunyanLines {
-            inner: bunyan_layer(name, writer),
-            span_lines,
-            repeats: Repeats::default(),
-        })
+        .with(bunyan)
+        .with(human)
         .with(logs)
 }
 
@@ -202,6 +234,37 @@ where
         if self.span_lines {
             self.inner.on_close(id, ctx);
         }
+    }
+}
+
+/// A line writer that, when deferring, hands the SDK's and the transport's warnings to
+/// [`Deferred`] instead (said once, counted, at shutdown).
+struct Deferring<L> {
+    inner: L,
+    deferred: Option<Arc<Deferred>>,
+}
+
+impl<S, L> Layer<S> for Deferring<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if let Some(deferred) = &self.deferred
+            && human::is_diagnostic(event.metadata())
+        {
+            deferred.record(event);
+            return;
+        }
+        self.inner.on_event(event, ctx);
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        self.inner.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        self.inner.on_close(id, ctx);
     }
 }
 

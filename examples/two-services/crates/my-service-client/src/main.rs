@@ -1,6 +1,9 @@
 //! The CLI: calls `ProcessRequest` once and prints the result and the trace id, or, with
-//! `--requests`/`--duration`, loads the server and prints a summary. Its JSON log lines go to
-//! stderr, so stdout carries only the answer.
+//! `--requests`/`--duration`, loads the server and prints a summary. Its log lines go to stderr,
+//! so stdout carries only the answer: readable lines on a terminal, bunyan JSON otherwise (or with
+//! `--log-format json`). The SDK's own diagnostics (a collector that is down, spans dropped) are
+//! said once, counted, after the answer; telemetry gets a short flush budget, so a call exits
+//! about a second after its answer even when no collector listens.
 
 // The library is named after the service; the rest of this crate calls it `client`.
 extern crate my_service_client as client;
@@ -50,7 +53,23 @@ struct Args {
     /// Load mode: print the summary as one JSON line.
     #[arg(long)]
     json: bool,
+
+    /// Log lines on stderr: `human` (readable), `json` (bunyan, for machines) or `auto` (human
+    /// when stderr is a terminal).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+/// How long the CLI waits for its telemetry to be delivered once it has its answer; a server
+/// keeps the telemetry crate's full budget.
+const FLUSH_BUDGET: Duration = Duration::from_millis(800);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -68,11 +87,19 @@ fn main() -> ExitCode {
     // Load mode writes no line per call unless RUST_LOG asks: at thousands of calls a second the
     // lines would cost the CPU the server under test needs. Spans are recorded either way.
     let load = args.requests.is_some() || args.duration.is_some();
+    let human = match args.log_format {
+        LogFormat::Auto => std::io::stderr().is_terminal(),
+        LogFormat::Human => true,
+        LogFormat::Json => false,
+    };
     let telemetry = runtime.block_on(async {
         telemetry::Telemetry::builder(&service_name, env!("CARGO_PKG_VERSION"))
             .writer(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
                 std::io::stderr,
             ))
+            .human_lines(human)
+            .defer_diagnostics(true)
+            .shutdown_budget(FLUSH_BUDGET)
             .env(move |name| match std::env::var(name) {
                 Err(_) if load && name == "RUST_LOG" => Some("warn".to_owned()),
                 value => value.ok(),
