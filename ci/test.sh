@@ -32,6 +32,7 @@ rustc --version
 
 step "harness unit tests"
 "$ROTEL_VENV/bin/python" -m unittest discover -s "$REPO/ci/e2e" -p 'test_*.py'
+"$ROTEL_VENV/bin/python" -m unittest discover -s "$REPO/ci/bench" -p 'test_*.py'
 passed
 
 step "placeholder validation"

@@ -273,17 +273,23 @@ def run_one(args: argparse.Namespace, contender: str, shape: Shape, rnd: int, bo
         r.spans_received = totals.get("spans")
         r.spans_dropped = (seed_dropped_spans(server.stderr_path) if mode == "seed"
                            else dropped_spans(server.stdout_path))
-        if r.spans_received is None:
-            r.problems.append("the receiver reported no totals")
-        elif "OTEL_TRACES_SAMPLER" in env:
-            pass  # a sampling lever: fewer spans are exported by design
-        elif r.spans_received + r.spans_dropped != r.spans_expected:
-            r.problems.append(f"spans: {r.spans_received} received + {r.spans_dropped} reported dropped "
-                              f"!= {r.spans_expected} produced")
+        r.problems += span_problems(r.spans_received, r.spans_dropped, r.spans_expected,
+                                    sampled="OTEL_TRACES_SAMPLER" in env)
     if not args.keep:
         for p in run_dir.glob("*.log"):
             p.unlink()
     return r
+
+
+def span_problems(received: int | None, dropped: int, expected: int, sampled: bool = False) -> list[str]:
+    """Every span produced must have reached the receiver or been counted as dropped by the SDK:
+    a run that loses telemetry silently is not a faster run. A sampling lever exports fewer by
+    design; only a missing report is a problem then."""
+    if received is None:
+        return ["the receiver reported no totals"]
+    if sampled or received + dropped == expected:
+        return []
+    return [f"spans: {received} received + {dropped} reported dropped != {expected} produced"]
 
 
 def median(results: list[RunResult], attr: str) -> float:
