@@ -263,6 +263,16 @@ impl CallRecord {
                 tracing::info!("Service call completed in {seconds:.3}s");
             }
         }
+        self.end_span();
+    }
+
+    /// Ends the span now, at the end of the call. tracing-opentelemetry takes a span's end time
+    /// from its last exit, which for a stream is when the response headers went out (or came in);
+    /// entering it here moves the end to the stream's end. Releasing this handle then lets the span
+    /// close and export even while the caller still holds the finished stream.
+    fn end_span(&mut self) {
+        let span = std::mem::replace(&mut self.span, Span::none());
+        span.in_scope(|| {});
     }
 }
 
