@@ -127,6 +127,7 @@ where
         });
         let labels = Arc::new(MethodLabels::new(&path, Side::Client));
         let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.layer.instruments));
-        ResponseFuture::traced(self.inner.call(request), span, record)
+        let timeout = super::grpc_timeout(request.headers());
+        ResponseFuture::traced(self.inner.call(request), span, record).with_deadline(timeout)
     }
 }

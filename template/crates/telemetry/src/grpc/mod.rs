@@ -292,6 +292,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         record: Option<CallRecord>,
+        deadline: Deadline,
     }
 }
 
@@ -315,7 +316,16 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        if let Some(poll) = this.deadline.poll_expired(cx, this.record.as_mut()) {
+            return poll;
+        }
         let frame = ready!(this.inner.poll_frame(cx));
+        if frame
+            .as_ref()
+            .is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers))
+        {
+            this.deadline.disarm();
+        }
         if let Some(record) = this.record {
             match &frame {
                 Some(Ok(frame)) => {
@@ -333,11 +343,79 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.deadline.expired || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The `grpc-timeout` header's duration: at most 8 digits and a unit (`H`, `M`, `S`, `m`, `u`,
+/// `n`); anything else is no timeout.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// A response stream's deadline: when it passes before the status, the stream ends there with
+/// DEADLINE_EXCEEDED trailers, recorded as such; the inner body is dropped with the response.
+struct Deadline {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    expired: bool,
+}
+
+impl Deadline {
+    fn new(at: Option<tokio::time::Instant>) -> Self {
+        Self {
+            sleep: at.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            expired: false,
+        }
+    }
+
+    /// The stream ended on its own: the deadline no longer applies.
+    fn disarm(&mut self) {
+        self.sleep = None;
+    }
+
+    /// `Some` when the deadline has passed: the DEADLINE_EXCEEDED trailers, then the stream's end.
+    fn poll_expired<D, E>(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: Option<&mut CallRecord>,
+    ) -> Option<Poll<Option<Result<Frame<D>, E>>>> {
+        if self.expired {
+            return Some(Poll::Ready(None));
+        }
+        self.sleep.as_mut()?.as_mut().poll(cx).is_ready().then(|| {
+            self.sleep = None;
+            self.expired = true;
+            let message = "the deadline passed before the stream ended";
+            if let Some(record) = record {
+                record.finish(Code::DeadlineExceeded, message);
+            }
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("4"));
+            trailers.insert(
+                "grpc-message",
+                http::HeaderValue::from_static("deadline%20exceeded"),
+            );
+            Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+        })
     }
 }
 
@@ -347,6 +425,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
         record: Option<CallRecord>,
+        deadline: Option<tokio::time::Instant>,
     }
 }
 
@@ -356,6 +435,7 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, Span::none()),
             record: None,
+            deadline: None,
         }
     }
 
@@ -364,7 +444,15 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, span),
             record: Some(record),
+            deadline: None,
         }
+    }
+
+    /// Ends the response stream as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes: tonic
+    /// enforces it only until the response headers, so a stream would otherwise outlive it.
+    fn with_deadline(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        self
     }
 }
 
@@ -394,7 +482,12 @@ where
                 {
                     record = None;
                 }
-                Ok(response.map(|inner| TracedBody { inner, record }))
+                let deadline = Deadline::new(*this.deadline);
+                Ok(response.map(|inner| TracedBody {
+                    inner,
+                    record,
+                    deadline,
+                }))
             }
             Err(error) => {
                 if let Some(mut record) = record {
@@ -418,6 +511,23 @@ mod tests {
         assert_eq!(path.method(), "ProcessRequest");
         for bad in ["", "/", "/x", "/x/", "//m", "/a/b/c", "a/b"] {
             assert!(RpcPath::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_with_their_unit() {
+        use std::time::Duration;
+        let timeout = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", http::HeaderValue::from_static(value));
+            grpc_timeout(&headers)
+        };
+        assert_eq!(timeout("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "100", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(timeout(bad), None, "{bad:?}");
         }
     }
 

@@ -209,7 +209,8 @@ where
         }
 
         let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.instruments));
-        ResponseFuture::traced(self.inner.call(request), span, record)
+        let timeout = super::grpc_timeout(request.headers());
+        ResponseFuture::traced(self.inner.call(request), span, record).with_deadline(timeout)
     }
 }
 

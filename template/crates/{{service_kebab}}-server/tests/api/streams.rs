@@ -159,6 +159,7 @@ fn descriptor_set() -> Vec<u8> {
         "Dropped",
         "Fails",
         "Shutdown",
+        "Deadline",
     ] {
         service_proto.extend(field(2, &field(1, method.as_bytes())));
     }
@@ -553,4 +554,36 @@ async fn a_stream_open_at_shutdown_is_recorded_before_the_server_stops() {
         .unwrap();
 
     finished_call("Shutdown", "CANCELLED").await;
+}
+
+#[tokio::test]
+async fn a_deadline_passing_mid_stream_ends_it_as_deadline_exceeded() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let mut request = Request::new(0);
+    request.set_timeout(Duration::from_millis(200));
+    let mut stream = grpc
+        .server_streaming(request, path("Deadline"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    // Tonic enforces `grpc-timeout` only until the response headers; the layers end the stream.
+    let status = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) => panic!("the stream ended without its error"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the deadline ends the stream");
+    assert!(received >= 2, "mid-stream: {received} messages came first");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+
+    let call = finished_call("Deadline", "DEADLINE_EXCEEDED").await;
+    assert_eq!(call.server.status, "ERROR");
+    call.lasted("Deadline", Duration::from_millis(190));
 }
