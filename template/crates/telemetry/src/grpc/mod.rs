@@ -7,12 +7,14 @@ mod server;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use prost::bytes::Buf as _;
 use tonic::Code;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -26,6 +28,8 @@ mod attr {
     pub(super) const RPC_METHOD: &str = "rpc.method";
     pub(super) const RPC_STATUS_CODE: &str = "rpc.status_code";
     pub(super) const ERROR_TYPE: &str = "error.type";
+    pub(super) const MESSAGE_SENT_COUNT: &str = "rpc.message.sent_count";
+    pub(super) const MESSAGE_RECEIVED_COUNT: &str = "rpc.message.received_count";
 }
 
 /// `rpc.method` for calls to methods the server does not know: raw paths are unbounded.
@@ -174,6 +178,7 @@ struct CallRecord {
     labels: Arc<MethodLabels>,
     instruments: Arc<Instruments>,
     finished: bool,
+    messages: Arc<MessageCounts>,
 }
 
 impl CallRecord {
@@ -187,6 +192,7 @@ impl CallRecord {
             labels,
             instruments,
             finished: false,
+            messages: Arc::default(),
         }
     }
 
@@ -263,7 +269,25 @@ impl CallRecord {
                 tracing::info!("Service call completed in {seconds:.3}s");
             }
         }
+        self.record_message_counts();
         self.end_span();
+    }
+
+    /// `rpc.message.sent_count` and `rpc.message.received_count`: the gRPC messages each way,
+    /// counted by their framing as the bodies went by. Two attributes, not an event per message,
+    /// so a long stream does not grow its span.
+    fn record_message_counts(&self) {
+        let request = self.messages.request.load(Ordering::Relaxed);
+        let response = self.messages.response.load(Ordering::Relaxed);
+        let (sent, received) = match self.instruments.side {
+            Side::Server => (response, request),
+            Side::Client => (request, response),
+        };
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.span
+            .set_attribute(attr::MESSAGE_SENT_COUNT, count(sent));
+        self.span
+            .set_attribute(attr::MESSAGE_RECEIVED_COUNT, count(received));
     }
 
     /// Ends the span now, at the end of the call. tracing-opentelemetry takes a span's end time
@@ -293,6 +317,7 @@ pin_project_lite::pin_project! {
         inner: B,
         record: Option<CallRecord>,
         deadline: Deadline,
+        framing: Framing,
     }
 }
 
@@ -320,6 +345,16 @@ where
             return poll;
         }
         let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+            && let Some(record) = this.record.as_ref()
+        {
+            let messages = this.framing.feed(data.chunk());
+            record
+                .messages
+                .response
+                .fetch_add(messages, Ordering::Relaxed);
+        }
         if frame
             .as_ref()
             .is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers))
@@ -348,6 +383,104 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The gRPC messages of one call, each way, as its bodies went by.
+#[derive(Debug, Default)]
+struct MessageCounts {
+    request: AtomicU64,
+    response: AtomicU64,
+}
+
+/// Counts gRPC messages in a body's bytes by their framing: a 5-byte prefix (compressed flag,
+/// big-endian length), then the message. Chunks may split prefixes and messages anywhere.
+#[derive(Debug, Default)]
+struct Framing {
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Bytes of the current message still to come.
+    skip: u64,
+}
+
+impl Framing {
+    /// Feeds the next chunk; returns how many messages began in it.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut messages = 0;
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.skip -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&data[..n]);
+            self.prefix_len += n;
+            data = &data[n..];
+            if self.prefix_len == 5 {
+                messages += 1;
+                self.prefix_len = 0;
+                let [_, a, b, c, d] = self.prefix;
+                self.skip = u64::from(u32::from_be_bytes([a, b, c, d]));
+            }
+        }
+        messages
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that counts the gRPC messages it carries into the call's record.
+    struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        framing: Framing,
+        messages: Arc<MessageCounts>,
+    }
+}
+
+impl<B: Body> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            let messages = this.framing.feed(data.chunk());
+            this.messages.request.fetch_add(messages, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl CallRecord {
+    /// Wraps a request body so its messages are counted into this call.
+    fn count_request<B>(&self, body: B) -> tonic::body::Body
+    where
+        B: Body<Data = prost::bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        tonic::body::Body::new(CountedBody {
+            inner: body,
+            framing: Framing::default(),
+            messages: Arc::clone(&self.messages),
+        })
     }
 }
 
@@ -487,6 +620,7 @@ where
                     inner,
                     record,
                     deadline,
+                    framing: Framing::default(),
                 }))
             }
             Err(error) => {
@@ -511,6 +645,23 @@ mod tests {
         assert_eq!(path.method(), "ProcessRequest");
         for bad in ["", "/", "/x", "/x/", "//m", "/a/b/c", "a/b"] {
             assert!(RpcPath::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn messages_are_counted_by_their_framing_across_chunks() {
+        let message = |len: u8| {
+            let mut bytes = vec![0, 0, 0, 0, len];
+            bytes.extend(std::iter::repeat_n(7, usize::from(len)));
+            bytes
+        };
+        let stream: Vec<u8> = [message(3), message(0), message(200), message(1)].concat();
+        let whole = Framing::default().feed(&stream);
+        assert_eq!(whole, 4);
+        for size in [1, 2, 4, 5, 6, 13] {
+            let mut framing = Framing::default();
+            let split: u64 = stream.chunks(size).map(|c| framing.feed(c)).sum();
+            assert_eq!(split, 4, "chunks of {size}");
         }
     }
 

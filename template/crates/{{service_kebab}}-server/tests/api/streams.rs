@@ -385,6 +385,28 @@ impl Call {
         }
     }
 
+    /// `rpc.message.sent_count`/`received_count` on both spans: the client sent `requests`
+    /// messages, the server `responses`.
+    #[track_caller]
+    fn carried(&self, requests: u64, responses: u64) {
+        let (requests, responses) = (requests.to_string(), responses.to_string());
+        for (span, sent, received) in [
+            (&self.client, &requests, &responses),
+            (&self.server, &responses, &requests),
+        ] {
+            let count = |key: &str| span.attributes.get(key).cloned();
+            assert_eq!(
+                (
+                    count("rpc.message.sent_count"),
+                    count("rpc.message.received_count")
+                ),
+                (Some(sent.clone()), Some(received.clone())),
+                "messages of {}",
+                span.name
+            );
+        }
+    }
+
     /// The client span ended after the stream's last message went by.
     #[track_caller]
     fn client_ended_after(&self, nanos: u64) {
@@ -409,6 +431,7 @@ async fn a_unary_call_is_one_client_and_one_server_span() {
 
     let call = finished_call("Unary", "OK").await;
     call.lasted("Unary", GAP);
+    call.carried(1, 1);
     assert!(call.client.end_unix_nano <= end + 1_000_000_000);
 }
 
@@ -431,6 +454,7 @@ async fn a_server_stream_is_measured_to_its_last_message() {
 
     let call = finished_call("ServerStream", "OK").await;
     call.lasted("ServerStream", GAP * 3);
+    call.carried(1, MESSAGES);
     call.client_ended_after(last);
 }
 
@@ -448,6 +472,7 @@ async fn a_client_stream_is_measured_to_its_last_message() {
 
     let call = finished_call("ClientStream", "OK").await;
     call.lasted("ClientStream", GAP * 4);
+    call.carried(MESSAGES, 1);
     call.client_ended_after(last_sent.load(Ordering::SeqCst));
 }
 
@@ -471,6 +496,7 @@ async fn a_bidirectional_stream_is_measured_to_its_last_message() {
 
     let call = finished_call("Bidi", "OK").await;
     call.lasted("Bidi", GAP * 4);
+    call.carried(MESSAGES, MESSAGES);
     call.client_ended_after(last);
 }
 
