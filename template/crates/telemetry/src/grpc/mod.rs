@@ -505,6 +505,9 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
     })
 }
 
+/// What `Body::poll_frame` returns.
+type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
+
 /// A response stream's deadline: when it passes before the status, the stream ends there with
 /// DEADLINE_EXCEEDED trailers, recorded as such; the inner body is dropped with the response.
 struct Deadline {
@@ -530,7 +533,7 @@ impl Deadline {
         &mut self,
         cx: &mut Context<'_>,
         record: Option<&mut CallRecord>,
-    ) -> Option<Poll<Option<Result<Frame<D>, E>>>> {
+    ) -> Option<FramePoll<D, E>> {
         if self.expired {
             return Some(Poll::Ready(None));
         }
