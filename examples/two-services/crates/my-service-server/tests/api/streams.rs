@@ -159,6 +159,7 @@ fn descriptor_set() -> Vec<u8> {
         "Dropped",
         "Fails",
         "Shutdown",
+        "Deadline",
     ] {
         service_proto.extend(field(2, &field(1, method.as_bytes())));
     }
@@ -384,6 +385,28 @@ impl Call {
         }
     }
 
+    /// `rpc.message.sent_count`/`received_count` on both spans: the client sent `requests`
+    /// messages, the server `responses`.
+    #[track_caller]
+    fn carried(&self, requests: u64, responses: u64) {
+        let (requests, responses) = (requests.to_string(), responses.to_string());
+        for (span, sent, received) in [
+            (&self.client, &requests, &responses),
+            (&self.server, &responses, &requests),
+        ] {
+            let count = |key: &str| span.attributes.get(key).cloned();
+            assert_eq!(
+                (
+                    count("rpc.message.sent_count"),
+                    count("rpc.message.received_count")
+                ),
+                (Some(sent.clone()), Some(received.clone())),
+                "messages of {}",
+                span.name
+            );
+        }
+    }
+
     /// The client span ended after the stream's last message went by.
     #[track_caller]
     fn client_ended_after(&self, nanos: u64) {
@@ -408,6 +431,7 @@ async fn a_unary_call_is_one_client_and_one_server_span() {
 
     let call = finished_call("Unary", "OK").await;
     call.lasted("Unary", GAP);
+    call.carried(1, 1);
     assert!(call.client.end_unix_nano <= end + 1_000_000_000);
 }
 
@@ -430,6 +454,7 @@ async fn a_server_stream_is_measured_to_its_last_message() {
 
     let call = finished_call("ServerStream", "OK").await;
     call.lasted("ServerStream", GAP * 3);
+    call.carried(1, MESSAGES);
     call.client_ended_after(last);
 }
 
@@ -447,6 +472,7 @@ async fn a_client_stream_is_measured_to_its_last_message() {
 
     let call = finished_call("ClientStream", "OK").await;
     call.lasted("ClientStream", GAP * 4);
+    call.carried(MESSAGES, 1);
     call.client_ended_after(last_sent.load(Ordering::SeqCst));
 }
 
@@ -470,6 +496,7 @@ async fn a_bidirectional_stream_is_measured_to_its_last_message() {
 
     let call = finished_call("Bidi", "OK").await;
     call.lasted("Bidi", GAP * 4);
+    call.carried(MESSAGES, MESSAGES);
     call.client_ended_after(last);
 }
 
@@ -553,4 +580,36 @@ async fn a_stream_open_at_shutdown_is_recorded_before_the_server_stops() {
         .unwrap();
 
     finished_call("Shutdown", "CANCELLED").await;
+}
+
+#[tokio::test]
+async fn a_deadline_passing_mid_stream_ends_it_as_deadline_exceeded() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let mut request = Request::new(0);
+    request.set_timeout(Duration::from_millis(200));
+    let mut stream = grpc
+        .server_streaming(request, path("Deadline"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    // Tonic enforces `grpc-timeout` only until the response headers; the layers end the stream.
+    let status = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) => panic!("the stream ended without its error"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the deadline ends the stream");
+    assert!(received >= 2, "mid-stream: {received} messages came first");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+
+    let call = finished_call("Deadline", "DEADLINE_EXCEEDED").await;
+    assert_eq!(call.server.status, "ERROR");
+    call.lasted("Deadline", Duration::from_millis(190));
 }
