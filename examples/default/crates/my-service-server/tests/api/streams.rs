@@ -102,6 +102,29 @@ impl tower::Service<http::Request<tonic::body::Body>> for Shapes {
 /// `ServerStream`: as many messages as asked, [`GAP`] apart. `Fails`: two messages, then
 /// INTERNAL. Any other name: a message every 20 ms until the client goes away. The messages are
 /// sent by a spawned task, as a handler that streams usually does.
+/// The methods whose streaming task has returned.
+static ENDED_TASKS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits (bounded) until the streaming task of `method` has returned: no task outlives its call.
+async fn task_ended(method: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ended = ENDED_TASKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|m| m == method);
+        if ended {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task of {method} outlived its call"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn server_stream(method: &str, request: Request<u64>) -> MessageStream {
     let (sender, receiver) = mpsc::channel(1);
     let asked = request.into_inner();
@@ -127,6 +150,10 @@ fn server_stream(method: &str, request: Request<u64>) -> MessageStream {
             };
             tokio::time::sleep(gap).await;
         }
+        ENDED_TASKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(method);
     });
     Box::pin(ReceiverStream::new(receiver))
 }
@@ -525,6 +552,7 @@ async fn a_stream_the_client_drops_half_way_is_cancelled_once() {
         total.attributes.get("error").map(String::as_str),
         Some("true")
     );
+    task_ended("Dropped").await;
 }
 
 #[tokio::test]
@@ -612,4 +640,5 @@ async fn a_deadline_passing_mid_stream_ends_it_as_deadline_exceeded() {
     let call = finished_call("Deadline", "DEADLINE_EXCEEDED").await;
     assert_eq!(call.server.status, "ERROR");
     call.lasted("Deadline", Duration::from_millis(190));
+    task_ended("Deadline").await;
 }
