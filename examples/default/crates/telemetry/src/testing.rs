@@ -58,6 +58,10 @@ pub struct ReceivedSpan {
     pub status_message: String,
     /// Events: name and attributes.
     pub events: Vec<(String, BTreeMap<String, String>)>,
+    /// Start time, nanoseconds since the Unix epoch.
+    pub start_unix_nano: u64,
+    /// End time, nanoseconds since the Unix epoch.
+    pub end_unix_nano: u64,
 }
 
 /// A log record as received.
@@ -98,6 +102,8 @@ pub struct ReceivedPoint {
     pub value: f64,
     /// Histogram bucket boundaries.
     pub bounds: Vec<f64>,
+    /// The sum of a histogram's measurements; 0 for sums and gauges.
+    pub sum: f64,
 }
 
 #[derive(Debug, Default)]
@@ -212,6 +218,8 @@ impl Receiver {
                         .iter()
                         .map(|e| (e.name.clone(), attributes(&e.attributes)))
                         .collect(),
+                    start_unix_nano: span.start_time_unix_nano,
+                    end_unix_nano: span.end_time_unix_nano,
                 });
             }
         }
@@ -250,16 +258,18 @@ impl Receiver {
                 .iter()
                 .flat_map(|s| &s.metrics)
             {
-                let point = |kind, monotonic, attrs: &[KeyValue], value, bounds| ReceivedPoint {
-                    service: service.clone(),
-                    metric: metric.name.clone(),
-                    unit: metric.unit.clone(),
-                    kind,
-                    monotonic,
-                    attributes: attributes(attrs),
-                    value,
-                    bounds,
-                };
+                let point =
+                    |kind, monotonic, attrs: &[KeyValue], value, bounds, sum| ReceivedPoint {
+                        service: service.clone(),
+                        metric: metric.name.clone(),
+                        unit: metric.unit.clone(),
+                        kind,
+                        monotonic,
+                        attributes: attributes(attrs),
+                        value,
+                        bounds,
+                        sum,
+                    };
                 match &metric.data {
                     Some(Data::Sum(sum)) => points.extend(sum.data_points.iter().map(|p| {
                         point(
@@ -268,14 +278,12 @@ impl Receiver {
                             &p.attributes,
                             number(p.value),
                             vec![],
+                            0.0,
                         )
                     })),
-                    Some(Data::Gauge(gauge)) => points.extend(
-                        gauge
-                            .data_points
-                            .iter()
-                            .map(|p| point("gauge", false, &p.attributes, number(p.value), vec![])),
-                    ),
+                    Some(Data::Gauge(gauge)) => points.extend(gauge.data_points.iter().map(|p| {
+                        point("gauge", false, &p.attributes, number(p.value), vec![], 0.0)
+                    })),
                     Some(Data::Histogram(histogram)) => {
                         points.extend(histogram.data_points.iter().map(|p| {
                             point(
@@ -284,6 +292,7 @@ impl Receiver {
                                 &p.attributes,
                                 p.count as f64,
                                 p.explicit_bounds.clone(),
+                                p.sum.unwrap_or_default(),
                             )
                         }))
                     }

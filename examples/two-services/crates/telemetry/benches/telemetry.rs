@@ -22,7 +22,7 @@ use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_sc
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use prost::Message as _;
-use tower::{Layer as _, Service as _};
+use tower::{Layer as _, Service};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Telemetry is global: installed once for every benchmark of this binary.
@@ -65,7 +65,7 @@ fn unary_call(c: &mut Criterion) {
         .unwrap();
     let descriptors = descriptor_set();
     let layer = telemetry::grpc::GrpcServerLayer::new("bench", &[&descriptors]);
-    let handler = tower::service_fn(|_request: http::Request<()>| async {
+    let handler = tower::service_fn(|_request: http::Request<tonic::body::Body>| async {
         tracing::info!("Processing request: bench-0001");
         let response = http::Response::builder()
             .header("content-type", "application/grpc")
@@ -80,11 +80,13 @@ fn unary_call(c: &mut Criterion) {
             runtime.block_on(async {
                 let request = http::Request::post("/bench.v1.Bench/Call")
                     .header("content-type", "application/grpc")
-                    .body(())
+                    .body(tonic::body::Body::empty())
                     .unwrap();
-                std::future::poll_fn(|cx| service.poll_ready(cx))
-                    .await
-                    .unwrap();
+                std::future::poll_fn(|cx| {
+                    Service::<http::Request<tonic::body::Body>>::poll_ready(&mut service, cx)
+                })
+                .await
+                .unwrap();
                 let response = service.call(request).await;
                 black_box(response.unwrap());
             });

@@ -7,12 +7,14 @@ mod server;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use prost::bytes::Buf as _;
 use tonic::Code;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -26,6 +28,8 @@ mod attr {
     pub(super) const RPC_METHOD: &str = "rpc.method";
     pub(super) const RPC_STATUS_CODE: &str = "rpc.status_code";
     pub(super) const ERROR_TYPE: &str = "error.type";
+    pub(super) const MESSAGE_SENT_COUNT: &str = "rpc.message.sent_count";
+    pub(super) const MESSAGE_RECEIVED_COUNT: &str = "rpc.message.received_count";
 }
 
 /// `rpc.method` for calls to methods the server does not know: raw paths are unbounded.
@@ -174,6 +178,7 @@ struct CallRecord {
     labels: Arc<MethodLabels>,
     instruments: Arc<Instruments>,
     finished: bool,
+    messages: Arc<MessageCounts>,
 }
 
 impl CallRecord {
@@ -187,6 +192,7 @@ impl CallRecord {
             labels,
             instruments,
             finished: false,
+            messages: Arc::default(),
         }
     }
 
@@ -263,6 +269,34 @@ impl CallRecord {
                 tracing::info!("Service call completed in {seconds:.3}s");
             }
         }
+        self.record_message_counts();
+        self.end_span();
+    }
+
+    /// `rpc.message.sent_count` and `rpc.message.received_count`: the gRPC messages each way,
+    /// counted by their framing as the bodies went by. Two attributes, not an event per message,
+    /// so a long stream does not grow its span.
+    fn record_message_counts(&self) {
+        let request = self.messages.request.load(Ordering::Relaxed);
+        let response = self.messages.response.load(Ordering::Relaxed);
+        let (sent, received) = match self.instruments.side {
+            Side::Server => (response, request),
+            Side::Client => (request, response),
+        };
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.span
+            .set_attribute(attr::MESSAGE_SENT_COUNT, count(sent));
+        self.span
+            .set_attribute(attr::MESSAGE_RECEIVED_COUNT, count(received));
+    }
+
+    /// Ends the span now, at the end of the call. tracing-opentelemetry takes a span's end time
+    /// from its last exit, which for a stream is when the response headers went out (or came in);
+    /// entering it here moves the end to the stream's end. Releasing this handle then lets the span
+    /// close and export even while the caller still holds the finished stream.
+    fn end_span(&mut self) {
+        let span = std::mem::replace(&mut self.span, Span::none());
+        span.in_scope(|| {});
     }
 }
 
@@ -282,6 +316,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         record: Option<CallRecord>,
+        deadline: Deadline,
+        framing: Framing,
     }
 }
 
@@ -305,7 +341,26 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        if let Some(poll) = this.deadline.poll_expired(cx, this.record.as_mut()) {
+            return poll;
+        }
         let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+            && let Some(record) = this.record.as_ref()
+        {
+            let messages = this.framing.feed(data.chunk());
+            record
+                .messages
+                .response
+                .fetch_add(messages, Ordering::Relaxed);
+        }
+        if frame
+            .as_ref()
+            .is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers))
+        {
+            this.deadline.disarm();
+        }
         if let Some(record) = this.record {
             match &frame {
                 Some(Ok(frame)) => {
@@ -323,11 +378,180 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        self.deadline.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The gRPC messages of one call, each way, as its bodies went by.
+#[derive(Debug, Default)]
+struct MessageCounts {
+    request: AtomicU64,
+    response: AtomicU64,
+}
+
+/// Counts gRPC messages in a body's bytes by their framing: a 5-byte prefix (compressed flag,
+/// big-endian length), then the message. Chunks may split prefixes and messages anywhere.
+#[derive(Debug, Default)]
+struct Framing {
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Bytes of the current message still to come.
+    skip: u64,
+}
+
+impl Framing {
+    /// Feeds the next chunk; returns how many messages began in it.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut messages = 0;
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.skip -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&data[..n]);
+            self.prefix_len += n;
+            data = &data[n..];
+            if self.prefix_len == 5 {
+                messages += 1;
+                self.prefix_len = 0;
+                let [_, a, b, c, d] = self.prefix;
+                self.skip = u64::from(u32::from_be_bytes([a, b, c, d]));
+            }
+        }
+        messages
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that counts the gRPC messages it carries into the call's record.
+    struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        framing: Framing,
+        messages: Arc<MessageCounts>,
+    }
+}
+
+impl<B: Body> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            let messages = this.framing.feed(data.chunk());
+            this.messages.request.fetch_add(messages, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl CallRecord {
+    /// Wraps a request body so its messages are counted into this call.
+    fn count_request<B>(&self, body: B) -> tonic::body::Body
+    where
+        B: Body<Data = prost::bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        tonic::body::Body::new(CountedBody {
+            inner: body,
+            framing: Framing::default(),
+            messages: Arc::clone(&self.messages),
+        })
+    }
+}
+
+/// The `grpc-timeout` header's duration: at most 8 digits and a unit (`H`, `M`, `S`, `m`, `u`,
+/// `n`); anything else is no timeout.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// What `Body::poll_frame` returns.
+type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
+
+/// A response stream's deadline: when it passes before the status, the stream ends there with
+/// DEADLINE_EXCEEDED trailers, recorded as such; the inner body is dropped with the response.
+struct Deadline {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    expired: bool,
+}
+
+impl Deadline {
+    fn new(at: Option<tokio::time::Instant>) -> Self {
+        Self {
+            sleep: at.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            expired: false,
+        }
+    }
+
+    /// The stream ended on its own: the deadline no longer applies.
+    fn disarm(&mut self) {
+        self.sleep = None;
+    }
+
+    /// `Some` when the deadline has passed: the DEADLINE_EXCEEDED trailers, then the stream's end.
+    fn poll_expired<D, E>(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: Option<&mut CallRecord>,
+    ) -> Option<FramePoll<D, E>> {
+        if self.expired {
+            return Some(Poll::Ready(None));
+        }
+        self.sleep.as_mut()?.as_mut().poll(cx).is_ready().then(|| {
+            self.sleep = None;
+            self.expired = true;
+            let message = "the deadline passed before the stream ended";
+            if let Some(record) = record {
+                record.finish(Code::DeadlineExceeded, message);
+            }
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("4"));
+            trailers.insert(
+                "grpc-message",
+                http::HeaderValue::from_static("deadline%20exceeded"),
+            );
+            Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+        })
     }
 }
 
@@ -337,6 +561,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
         record: Option<CallRecord>,
+        deadline: Option<tokio::time::Instant>,
     }
 }
 
@@ -346,6 +571,7 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, Span::none()),
             record: None,
+            deadline: None,
         }
     }
 
@@ -354,7 +580,15 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, span),
             record: Some(record),
+            deadline: None,
         }
+    }
+
+    /// Ends the response stream as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes: tonic
+    /// enforces it only until the response headers, so a stream would otherwise outlive it.
+    fn with_deadline(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        self
     }
 }
 
@@ -384,7 +618,13 @@ where
                 {
                     record = None;
                 }
-                Ok(response.map(|inner| TracedBody { inner, record }))
+                let deadline = Deadline::new(*this.deadline);
+                Ok(response.map(|inner| TracedBody {
+                    inner,
+                    record,
+                    deadline,
+                    framing: Framing::default(),
+                }))
             }
             Err(error) => {
                 if let Some(mut record) = record {
@@ -408,6 +648,40 @@ mod tests {
         assert_eq!(path.method(), "ProcessRequest");
         for bad in ["", "/", "/x", "/x/", "//m", "/a/b/c", "a/b"] {
             assert!(RpcPath::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn messages_are_counted_by_their_framing_across_chunks() {
+        let message = |len: u8| {
+            let mut bytes = vec![0, 0, 0, 0, len];
+            bytes.extend(std::iter::repeat_n(7, usize::from(len)));
+            bytes
+        };
+        let stream: Vec<u8> = [message(3), message(0), message(200), message(1)].concat();
+        let whole = Framing::default().feed(&stream);
+        assert_eq!(whole, 4);
+        for size in [1, 2, 4, 5, 6, 13] {
+            let mut framing = Framing::default();
+            let split: u64 = stream.chunks(size).map(|c| framing.feed(c)).sum();
+            assert_eq!(split, 4, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_with_their_unit() {
+        use std::time::Duration;
+        let timeout = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", http::HeaderValue::from_static(value));
+            grpc_timeout(&headers)
+        };
+        assert_eq!(timeout("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "100", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(timeout(bad), None, "{bad:?}");
         }
     }
 

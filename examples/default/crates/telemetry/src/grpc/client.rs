@@ -80,8 +80,10 @@ pub struct GrpcClientService<S> {
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcClientService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
     S::Error: std::fmt::Display,
+    ReqBody: http_body::Body<Data = prost::bytes::Bytes> + Send + 'static,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = http::Response<super::TracedBody<ResBody>>;
     type Error = S::Error;
@@ -93,7 +95,7 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let Some(path) = RpcPath::parse(request.uri().path()) else {
-            return ResponseFuture::untraced(self.inner.call(request));
+            return ResponseFuture::untraced(self.inner.call(request.map(tonic::body::Body::new)));
         };
         let span = tracing::info_span!(
             "grpc.client",
@@ -127,6 +129,13 @@ where
         });
         let labels = Arc::new(MethodLabels::new(&path, Side::Client));
         let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.layer.instruments));
-        ResponseFuture::traced(self.inner.call(request), span, record)
+        let timeout = super::grpc_timeout(request.headers());
+        ResponseFuture::traced(
+            self.inner
+                .call(request.map(|body| record.count_request(body))),
+            span,
+            record,
+        )
+        .with_deadline(timeout)
     }
 }

@@ -157,8 +157,10 @@ pub struct GrpcServerService<S> {
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcServerService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
     S::Error: std::fmt::Display,
+    ReqBody: http_body::Body<Data = prost::bytes::Bytes> + Send + 'static,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = http::Response<super::TracedBody<ResBody>>;
     type Error = S::Error;
@@ -174,7 +176,7 @@ where
             .as_ref()
             .is_some_and(|p| !UNTRACED_SERVICES.contains(&p.service()));
         let Some(mut path) = path.filter(|_| traced) else {
-            return ResponseFuture::untraced(self.inner.call(request));
+            return ResponseFuture::untraced(self.inner.call(request.map(tonic::body::Body::new)));
         };
         let labels = self.methods.labels(&mut path);
 
@@ -209,7 +211,14 @@ where
         }
 
         let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.instruments));
-        ResponseFuture::traced(self.inner.call(request), span, record)
+        let timeout = super::grpc_timeout(request.headers());
+        ResponseFuture::traced(
+            self.inner
+                .call(request.map(|body| record.count_request(body))),
+            span,
+            record,
+        )
+        .with_deadline(timeout)
     }
 }
 

@@ -72,6 +72,7 @@ fn prometheus_naming_follows_the_otlp_rules() {
         attributes: BTreeMap::new(),
         value: 0.0,
         bounds: vec![],
+        sum: 0.0,
     };
     let cases = [
         (

@@ -14,4 +14,5 @@ mod metrics;
 mod process;
 mod propagation;
 mod shutdown;
+mod streams;
 mod traces;

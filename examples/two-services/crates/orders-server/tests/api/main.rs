@@ -15,4 +15,5 @@ mod neighbour;
 mod process;
 mod propagation;
 mod shutdown;
+mod streams;
 mod traces;

@@ -1,0 +1,644 @@
+//! Every RPC shape (unary, server streaming, client streaming, bidirectional) through the real
+//! layers on both sides, and the ways a stream ends badly. The service is test-only and
+//! hand-written over tonic's generic `Grpc` (messages are `u64`, i.e. `UInt64Value`): no test proto
+//! to compile, and each test calls a method of its own, so its spans and metrics are its own.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use telemetry::grpc::{GrpcClientLayer, GrpcClientService, GrpcServerLayer};
+use telemetry::testing::{ReceivedPoint, ReceivedSpan};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+use tonic_prost::ProstCodec;
+
+use crate::helpers::{ARRIVAL, world};
+
+const SERVICE: &str = "streams.v1.Shapes";
+const PREFIX: &str = "streams";
+/// The pause between two messages of a stream.
+const GAP: Duration = Duration::from_millis(50);
+/// The messages a well-behaved stream carries.
+const MESSAGES: u64 = 4;
+
+type MessageStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<u64, Status>> + Send>>;
+
+/// The methods: `Unary`, `ClientStream` (sums) and `Bidi` (echoes) by shape; any other name is
+/// server streaming, its behaviour chosen by the name (see [`server_stream`]).
+#[derive(Clone, Debug)]
+struct Shapes;
+
+impl tonic::server::NamedService for Shapes {
+    const NAME: &'static str = SERVICE;
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Shapes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<u64, u64>::default());
+            let response = match method.as_str() {
+                "Unary" => {
+                    let handler = tower::service_fn(|r: Request<u64>| async move {
+                        tokio::time::sleep(GAP).await;
+                        Ok::<_, Status>(Response::new(r.into_inner() + 1))
+                    });
+                    grpc.unary(handler, request).await
+                }
+                "ClientStream" => {
+                    let handler = tower::service_fn(|r: Request<Streaming<u64>>| async move {
+                        let mut messages = r.into_inner();
+                        let mut sum = 0;
+                        while let Some(n) = messages.message().await? {
+                            sum += n;
+                        }
+                        Ok::<_, Status>(Response::new(sum))
+                    });
+                    grpc.client_streaming(handler, request).await
+                }
+                "Bidi" => {
+                    let handler = tower::service_fn(|r: Request<Streaming<u64>>| async move {
+                        let echoes: MessageStream = Box::pin(r.into_inner());
+                        Ok::<_, Status>(Response::new(echoes))
+                    });
+                    grpc.streaming(handler, request).await
+                }
+                _ => {
+                    let handler = tower::service_fn(move |r: Request<u64>| {
+                        let method = method.clone();
+                        async move { Ok::<_, Status>(Response::new(server_stream(&method, r))) }
+                    });
+                    grpc.server_streaming(handler, request).await
+                }
+            };
+            Ok(response)
+        })
+    }
+}
+
+/// `ServerStream`: as many messages as asked, [`GAP`] apart. `Fails`: two messages, then
+/// INTERNAL. Any other name: a message every 20 ms until the client goes away. The messages are
+/// sent by a spawned task, as a handler that streams usually does.
+/// The methods whose streaming task has returned.
+static ENDED_TASKS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits (bounded) until the streaming task of `method` has returned: no task outlives its call.
+async fn task_ended(method: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ended = ENDED_TASKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|m| m == method);
+        if ended {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task of {method} outlived its call"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn server_stream(method: &str, request: Request<u64>) -> MessageStream {
+    let (sender, receiver) = mpsc::channel(1);
+    let asked = request.into_inner();
+    let method = method.to_owned();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let message = match method.as_str() {
+                "ServerStream" if n == asked => break,
+                "ServerStream" => Ok(n),
+                "Fails" if n == 2 => Err(Status::internal("broke mid-stream")),
+                _ => Ok(n),
+            };
+            let last = message.is_err();
+            if sender.send(message).await.is_err() || last {
+                break;
+            }
+            n += 1;
+            let gap = if method == "ServerStream" {
+                GAP
+            } else {
+                Duration::from_millis(20)
+            };
+            tokio::time::sleep(gap).await;
+        }
+        ENDED_TASKS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(method);
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+/// The layers' descriptor set: a `FileDescriptorSet` naming the service's methods, encoded by
+/// hand (only the fields the server layer reads: package, service and method names).
+fn descriptor_set() -> Vec<u8> {
+    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2];
+        let mut len = bytes.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+        out.extend_from_slice(bytes);
+        out
+    }
+    let (package, service) = SERVICE.rsplit_once('.').unwrap();
+    let mut service_proto = field(1, service.as_bytes());
+    for method in [
+        "Unary",
+        "ServerStream",
+        "ClientStream",
+        "Bidi",
+        "Dropped",
+        "Fails",
+        "Shutdown",
+        "Deadline",
+    ] {
+        service_proto.extend(field(2, &field(1, method.as_bytes())));
+    }
+    let mut file = field(1, b"streams.proto");
+    file.extend(field(2, package.as_bytes()));
+    file.extend(field(6, &service_proto));
+    field(1, &file)
+}
+
+struct Server {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        world();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let set = descriptor_set();
+        let layer = GrpcServerLayer::new(PREFIX, &[&set]);
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .layer(layer)
+                .add_service(Shapes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            address,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn client(&self) -> tonic::client::Grpc<GrpcClientService<Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let layer = GrpcClientLayer::new(PREFIX, "127.0.0.1", self.address.port());
+        let mut grpc =
+            tonic::client::Grpc::new(tower::ServiceBuilder::new().layer(layer).service(channel));
+        grpc.ready().await.unwrap();
+        grpc
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn path(method: &str) -> PathAndQuery {
+    PathAndQuery::try_from(format!("/{SERVICE}/{method}")).unwrap()
+}
+
+fn codec() -> ProstCodec<u64, u64> {
+    ProstCodec::default()
+}
+
+fn now_nanos() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    )
+    .unwrap()
+}
+
+/// `MESSAGES` messages, [`GAP`] apart, from a spawned task; and when the last one was handed to
+/// the call (`now_nanos`).
+fn paced_messages() -> (ReceiverStream<u64>, Arc<AtomicU64>) {
+    let (sender, receiver) = mpsc::channel(1);
+    let last_sent = Arc::new(AtomicU64::new(0));
+    let last = Arc::clone(&last_sent);
+    tokio::spawn(async move {
+        for n in 1..=MESSAGES {
+            tokio::time::sleep(GAP).await;
+            if sender.send(n).await.is_err() {
+                break;
+            }
+            last.store(now_nanos(), Ordering::SeqCst);
+        }
+    });
+    (ReceiverStream::new(receiver), last_sent)
+}
+
+/// What a finished call left behind: its client and server span (each the only one of its kind
+/// for the method), and its metric points.
+struct Call {
+    client: ReceivedSpan,
+    server: ReceivedSpan,
+    points: Vec<ReceivedPoint>,
+}
+
+/// Waits for the call to `method`'s two spans and for its metrics to show one finished call with
+/// nothing active, then checks what every call must: one trace, one span per side, the status
+/// from the trailers on both.
+async fn finished_call(method: &str, code: &str) -> Call {
+    let full = format!("{SERVICE}/{method}");
+    let full = full.as_str();
+    let spans = world()
+        .trace_where(2, |c| {
+            c.attributes.get("rpc.method").map(String::as_str) == Some(full)
+        })
+        .await;
+    let client = spans.iter().find(|s| s.kind == "CLIENT").unwrap().clone();
+    let server = spans.iter().find(|s| s.kind == "SERVER").unwrap().clone();
+    assert_eq!(client.name, format!("grpc.client.{method}"));
+    assert_eq!(server.name, format!("grpc.server.{method}"));
+    assert_eq!(server.parent_span_id, client.span_id, "one trace");
+    for span in [&client, &server] {
+        assert_eq!(
+            span.attributes.get("rpc.status_code").map(String::as_str),
+            Some(code),
+            "{span:?}"
+        );
+        let error_type = span.attributes.get("error.type").map(String::as_str);
+        assert_eq!(error_type, (code != "OK").then_some(code), "{span:?}");
+    }
+
+    let points = world()
+        .receiver
+        .wait_for(ARRIVAL, |r| {
+            let points = r.points();
+            let total = last(
+                &points,
+                &format!("{PREFIX}.requests.total"),
+                ("method", method),
+            );
+            let active = last(
+                &points,
+                &format!("{PREFIX}.requests.active"),
+                ("method", method),
+            );
+            let client_calls = last(&points, "rpc.client.call.duration", ("rpc.method", full));
+            let done = total.is_some_and(|p| p.value == 1.0)
+                && active.is_some_and(|p| p.value == 0.0)
+                && client_calls.is_some();
+            done.then_some(points)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{method}: no metrics of one finished call, nothing active"));
+
+    // Counted once: exactly one span per side, whatever the stream carried.
+    world().flush().await;
+    let all = world().receiver.spans();
+    for kind in ["CLIENT", "SERVER"] {
+        let count = all
+            .iter()
+            .filter(|s| {
+                s.kind == kind && s.attributes.get("rpc.method").map(String::as_str) == Some(full)
+            })
+            .count();
+        assert_eq!(count, 1, "{kind} spans of {method}");
+    }
+    Call {
+        client,
+        server,
+        points,
+    }
+}
+
+/// The newest point of `metric` whose attribute `key` is `value`.
+fn last<'a>(
+    points: &'a [ReceivedPoint],
+    metric: &str,
+    (key, value): (&str, &str),
+) -> Option<&'a ReceivedPoint> {
+    points
+        .iter()
+        .rev()
+        .find(|p| p.metric == metric && p.attributes.get(key).map(String::as_str) == Some(value))
+}
+
+impl Call {
+    /// Both spans and all four duration histograms last at least `at_least`: the call was
+    /// measured to the stream's end, not to its first message; each histogram saw one call.
+    #[track_caller]
+    fn lasted(&self, method: &str, at_least: Duration) {
+        let full = format!("{SERVICE}/{method}");
+        let nanos = u64::try_from(at_least.as_nanos()).unwrap();
+        for span in [&self.client, &self.server] {
+            assert!(
+                span.end_unix_nano - span.start_unix_nano >= nanos,
+                "{} lasted {} ns, less than {at_least:?}",
+                span.name,
+                span.end_unix_nano - span.start_unix_nano
+            );
+        }
+        for (metric, attribute) in [
+            (
+                "rpc.server.call.duration".to_owned(),
+                ("rpc.method", full.as_str()),
+            ),
+            (
+                "rpc.client.call.duration".to_owned(),
+                ("rpc.method", full.as_str()),
+            ),
+            (format!("{PREFIX}.request.duration"), ("method", method)),
+        ] {
+            let point = last(&self.points, &metric, attribute)
+                .unwrap_or_else(|| panic!("no {metric} of {method}"));
+            assert_eq!(point.value, 1.0, "{metric} of {method}: one call");
+            assert!(
+                point.sum >= at_least.as_secs_f64(),
+                "{metric} of {method}: {} s",
+                point.sum
+            );
+        }
+    }
+
+    /// `rpc.message.sent_count`/`received_count` on both spans: the client sent `requests`
+    /// messages, the server `responses`.
+    #[track_caller]
+    fn carried(&self, requests: u64, responses: u64) {
+        let (requests, responses) = (requests.to_string(), responses.to_string());
+        for (span, sent, received) in [
+            (&self.client, &requests, &responses),
+            (&self.server, &responses, &requests),
+        ] {
+            let count = |key: &str| span.attributes.get(key).cloned();
+            assert_eq!(
+                (
+                    count("rpc.message.sent_count"),
+                    count("rpc.message.received_count")
+                ),
+                (Some(sent.clone()), Some(received.clone())),
+                "messages of {}",
+                span.name
+            );
+        }
+    }
+
+    /// The client span ended after the stream's last message went by.
+    #[track_caller]
+    fn client_ended_after(&self, nanos: u64) {
+        assert!(
+            self.client.end_unix_nano >= nanos,
+            "the client span ended {} ns before the stream's last message",
+            nanos - self.client.end_unix_nano
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_unary_call_is_one_client_and_one_server_span() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let response = grpc
+        .unary(Request::new(41), path("Unary"), codec())
+        .await
+        .unwrap();
+    assert_eq!(response.into_inner(), 42);
+    let end = now_nanos();
+
+    let call = finished_call("Unary", "OK").await;
+    call.lasted("Unary", GAP);
+    call.carried(1, 1);
+    assert!(call.client.end_unix_nano <= end + 1_000_000_000);
+}
+
+#[tokio::test]
+async fn a_server_stream_is_measured_to_its_last_message() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let mut stream = grpc
+        .server_streaming(Request::new(MESSAGES), path("ServerStream"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    let mut last = 0;
+    while let Some(_message) = stream.message().await.unwrap() {
+        received += 1;
+        last = now_nanos();
+    }
+    assert_eq!(received, MESSAGES);
+
+    let call = finished_call("ServerStream", "OK").await;
+    call.lasted("ServerStream", GAP * 3);
+    call.carried(1, MESSAGES);
+    call.client_ended_after(last);
+}
+
+#[tokio::test]
+async fn a_client_stream_is_measured_to_its_last_message() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let (messages, last_sent) = paced_messages();
+    let sum = grpc
+        .client_streaming(Request::new(messages), path("ClientStream"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sum, (1..=MESSAGES).sum::<u64>());
+
+    let call = finished_call("ClientStream", "OK").await;
+    call.lasted("ClientStream", GAP * 4);
+    call.carried(MESSAGES, 1);
+    call.client_ended_after(last_sent.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_bidirectional_stream_is_measured_to_its_last_message() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let (messages, _) = paced_messages();
+    let mut echoes = grpc
+        .streaming(Request::new(messages), path("Bidi"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = Vec::new();
+    let mut last = 0;
+    while let Some(echo) = echoes.message().await.unwrap() {
+        received.push(echo);
+        last = now_nanos();
+    }
+    assert_eq!(received, (1..=MESSAGES).collect::<Vec<_>>());
+
+    let call = finished_call("Bidi", "OK").await;
+    call.lasted("Bidi", GAP * 4);
+    call.carried(MESSAGES, MESSAGES);
+    call.client_ended_after(last);
+}
+
+#[tokio::test]
+async fn a_stream_the_client_drops_half_way_is_cancelled_once() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let mut stream = grpc
+        .server_streaming(Request::new(0), path("Dropped"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..2 {
+        stream.message().await.unwrap().unwrap();
+    }
+    drop(stream);
+
+    let call = finished_call("Dropped", "CANCELLED").await;
+    let total = last(
+        &call.points,
+        &format!("{PREFIX}.requests.total"),
+        ("method", "Dropped"),
+    )
+    .unwrap();
+    assert_eq!(
+        total.attributes.get("error").map(String::as_str),
+        Some("true")
+    );
+    task_ended("Dropped").await;
+}
+
+#[tokio::test]
+async fn a_stream_the_server_fails_half_way_carries_the_status_on_both_spans() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let mut stream = grpc
+        .server_streaming(Request::new(0), path("Fails"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => panic!("the stream ended without its error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(received, 2);
+    assert_eq!(status.code(), tonic::Code::Internal);
+
+    let call = finished_call("Fails", "INTERNAL").await;
+    assert_eq!(call.client.status, "ERROR");
+    assert_eq!(call.server.status, "ERROR");
+    assert!(
+        call.server.status_message.contains("broke mid-stream"),
+        "{:?}",
+        call.server
+    );
+    // The stream's end, not its first message: two messages went by first.
+    call.lasted("Fails", Duration::from_millis(40));
+}
+
+#[tokio::test]
+async fn a_stream_open_at_shutdown_is_recorded_before_the_server_stops() {
+    let mut server = Server::start().await;
+    let mut grpc = server.client().await;
+    let mut stream = grpc
+        .server_streaming(Request::new(0), path("Shutdown"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    server.stop.take().unwrap().send(()).unwrap();
+    // Tonic's graceful shutdown waits for open streams (the service's own server bounds the wait
+    // with its drain timeout): here the client ending its side is what ends this one.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(10), &mut server.task)
+        .await
+        .expect("the server stops once its last stream ended")
+        .unwrap();
+
+    finished_call("Shutdown", "CANCELLED").await;
+}
+
+#[tokio::test]
+async fn a_deadline_passing_mid_stream_ends_it_as_deadline_exceeded() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let mut request = Request::new(0);
+    request.set_timeout(Duration::from_millis(200));
+    let mut stream = grpc
+        .server_streaming(request, path("Deadline"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    // Tonic enforces `grpc-timeout` only until the response headers; the layers end the stream.
+    let status = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) => panic!("the stream ended without its error"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the deadline ends the stream");
+    assert!(received >= 2, "mid-stream: {received} messages came first");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+
+    let call = finished_call("Deadline", "DEADLINE_EXCEEDED").await;
+    assert_eq!(call.server.status, "ERROR");
+    call.lasted("Deadline", Duration::from_millis(190));
+    task_ended("Deadline").await;
+}
