@@ -50,10 +50,12 @@ pub(crate) fn resource(
             KeyValue::new("service.version", service_version.to_owned()),
             KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
         ])
+        // The SDK-provided detector comes last: it reads OTEL_SERVICE_NAME, which the spec says
+        // wins over service.name in OTEL_RESOURCE_ATTRIBUTES.
         .with_detectors(&[
-            Box::new(SdkProvidedResourceDetector),
             Box::new(TelemetryResourceDetector),
             Box::new(EnvResourceDetector::new()),
+            Box::new(SdkProvidedResourceDetector),
         ])
         .build();
     let named_by_env = resource

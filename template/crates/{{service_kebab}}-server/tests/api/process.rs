@@ -100,6 +100,8 @@ async fn sigterm_flushes_all_three_signals_before_exit() {
     let server = ServerProcess::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_SERVICE_NAME", "flush-test"),
+        // The spec: OTEL_SERVICE_NAME wins over service.name in the attributes.
+        ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes"),
         // Long enough that only the shutdown flush can deliver anything.
         ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
         ("OTEL_BLRP_SCHEDULE_DELAY", "60000"),
