@@ -134,7 +134,7 @@ fn export_warning(
 ) -> String {
     format!(
         "the OTLP {signal} exporter for {} could not be built ({error}); {signal} are not exported",
-        settings.endpoint
+        crate::settings::redacted(&settings.endpoint)
     )
 }
 

@@ -156,11 +156,14 @@ async fn an_unknown_method_is_unimplemented_and_named_other() {
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
+    // A made-up path is caller input: far longer than telemetry carries.
     let original = format!(
-        "{}/NoSuchMethod{}",
+        "{}/NoSuchMethod{}{}",
         proto::GRPC_SERVICE,
-        uuid::Uuid::new_v4().simple()
+        uuid::Uuid::new_v4().simple(),
+        "x".repeat(4 * telemetry::MAX_VALUE_CHARS)
     );
+    let shown = telemetry::bounded(&original).to_owned();
     let path = format!("/{original}").parse().unwrap();
     let codec = tonic_prost::ProstCodec::<proto::MyRequest, proto::MyResponse>::default();
     let request = tonic::Request::new(proto::MyRequest { id: "x".into() });
@@ -173,10 +176,10 @@ async fn an_unknown_method_is_unimplemented_and_named_other() {
         .wait_for(crate::helpers::ARRIVAL, |r| {
             r.spans()
                 .into_iter()
-                .find(|s| s.attributes.get("rpc.method_original") == Some(&original))
+                .find(|s| s.attributes.get("rpc.method_original") == Some(&shown))
         })
         .await
-        .expect("a span for the unknown method");
+        .expect("a span for the unknown method, its path cut to MAX_VALUE_CHARS");
     // Made-up paths must not mint span names or metric series.
     assert_eq!(server.name, "grpc.server._OTHER");
     check_attributes(
