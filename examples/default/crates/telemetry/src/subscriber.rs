@@ -106,13 +106,18 @@ pub(crate) fn build<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let exporting_spans = tracer.is_some();
+    // A tracer exists whenever something is exported or propagated (one without an exporter when
+    // traces are off), so ids and W3C context never depend on export.
+    let tracing_spans = tracer.is_some();
     let traces = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            // The RPC's status comes from its gRPC code alone (grpc::CallRecord::finish), not
+            // from whatever a handler logs at ERROR inside the span.
+            .with_error_events_to_status(false)
             .with_filter(filter_fn(exported_span_or_warning))
     });
     let logs = logger.map(|provider| {
@@ -120,13 +125,14 @@ where
             .with_filter(filter_fn(exported_log))
     });
     // Spans at INFO and above exist whatever RUST_LOG says, for the exported traces and for the
-    // fields and ids of the lines logged inside them; with neither (telemetry off and
-    // RUST_LOG=off), a call creates no span at all.
+    // fields and ids of the lines logged inside them, and for the context propagated downstream;
+    // with none of these (OTEL_SDK_DISABLED=true, OTEL_PROPAGATORS=none and RUST_LOG=off), a
+    // call creates no span at all.
     let writes_lines = logs_filter.default_level() > Some(LevelFilter::OFF)
         || logs_filter
             .iter()
             .any(|(_, level)| level > LevelFilter::OFF);
-    let spans_wanted = exporting_spans || writes_lines;
+    let spans_wanted = tracing_spans || writes_lines;
     let enabled = filter_fn(move |meta| {
         let wanted = logs_filter.would_enable(meta.target(), meta.level());
         wanted || (spans_wanted && meta.is_span() && *meta.level() <= Level::INFO)
