@@ -115,8 +115,9 @@ where
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
-            // The RPC's status comes from its gRPC code alone (grpc::CallRecord::finish), not
-            // from whatever a handler logs at ERROR inside the span.
+            // The RPC's status comes from its gRPC code (grpc::CallRecord::finish), not from an
+            // event's `error` field. tracing-opentelemetry 0.34 still marks a span ERROR for any
+            // event at ERROR level, with no switch: handlers log client mistakes below ERROR.
             .with_error_events_to_status(false)
             .with_filter(filter_fn(exported_span_or_warning))
     });
@@ -352,6 +353,36 @@ mod tests {
             .expect("valid id");
         assert_eq!(to_hex(&trace_id.to_bytes(), &mut out), trace_id.to_string());
         assert_eq!(to_hex(&[0x00, 0xf0, 0x67, 0xaa], &mut out), "00f067aa");
+    }
+
+    /// An event's `error` field is a log line's, not the span's status: the status of an RPC
+    /// comes from its gRPC code (grpc::CallRecord::finish). tracing-opentelemetry 0.34 still
+    /// marks a span ERROR for any event at ERROR level, whatever its configuration.
+    #[test]
+    fn an_error_field_does_not_set_the_span_status() {
+        use opentelemetry::trace::TracerProvider as _;
+
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = super::build(
+            "test".to_owned(),
+            "info".parse().expect("a filter"),
+            std::io::sink,
+            false,
+            Some(provider.tracer("test")),
+            None,
+            super::LineFormat::default(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("grpc.server.Method").in_scope(|| {
+                tracing::warn!(error = "the caller sent nonsense");
+            });
+        });
+        let spans = exporter.get_finished_spans().expect("the exported spans");
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        assert_eq!(spans[0].status, opentelemetry::trace::Status::Unset);
     }
 
     #[test]
