@@ -259,7 +259,7 @@ impl Telemetry {
             _stdout: stdout_guard,
             budget: self.cli.shutdown_budget.unwrap_or(SHUTDOWN_BUDGET),
             deferred,
-            endpoint: settings.traces.endpoint.clone(),
+            endpoint: settings::redacted(&settings.traces.endpoint),
         })
     }
 }

@@ -106,13 +106,19 @@ pub(crate) fn build<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let exporting_spans = tracer.is_some();
+    // A tracer exists whenever something is exported or propagated (one without an exporter when
+    // traces are off), so ids and W3C context never depend on export.
+    let tracing_spans = tracer.is_some();
     let traces = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            // The RPC's status comes from its gRPC code (grpc::CallRecord::finish), not from an
+            // event's `error` field. tracing-opentelemetry 0.34 still marks a span ERROR for any
+            // event at ERROR level, with no switch: handlers log client mistakes below ERROR.
+            .with_error_events_to_status(false)
             .with_filter(filter_fn(exported_span_or_warning))
     });
     let logs = logger.map(|provider| {
@@ -120,13 +126,14 @@ where
             .with_filter(filter_fn(exported_log))
     });
     // Spans at INFO and above exist whatever RUST_LOG says, for the exported traces and for the
-    // fields and ids of the lines logged inside them; with neither (telemetry off and
-    // RUST_LOG=off), a call creates no span at all.
+    // fields and ids of the lines logged inside them, and for the context propagated downstream;
+    // with none of these (OTEL_SDK_DISABLED=true, OTEL_PROPAGATORS=none and RUST_LOG=off), a
+    // call creates no span at all.
     let writes_lines = logs_filter.default_level() > Some(LevelFilter::OFF)
         || logs_filter
             .iter()
             .any(|(_, level)| level > LevelFilter::OFF);
-    let spans_wanted = exporting_spans || writes_lines;
+    let spans_wanted = tracing_spans || writes_lines;
     let enabled = filter_fn(move |meta| {
         let wanted = logs_filter.would_enable(meta.target(), meta.level());
         wanted || (spans_wanted && meta.is_span() && *meta.level() <= Level::INFO)
@@ -346,6 +353,36 @@ mod tests {
             .expect("valid id");
         assert_eq!(to_hex(&trace_id.to_bytes(), &mut out), trace_id.to_string());
         assert_eq!(to_hex(&[0x00, 0xf0, 0x67, 0xaa], &mut out), "00f067aa");
+    }
+
+    /// An event's `error` field is a log line's, not the span's status: the status of an RPC
+    /// comes from its gRPC code (grpc::CallRecord::finish). tracing-opentelemetry 0.34 still
+    /// marks a span ERROR for any event at ERROR level, whatever its configuration.
+    #[test]
+    fn an_error_field_does_not_set_the_span_status() {
+        use opentelemetry::trace::TracerProvider as _;
+
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = super::build(
+            "test".to_owned(),
+            "info".parse().expect("a filter"),
+            std::io::sink,
+            false,
+            Some(provider.tracer("test")),
+            None,
+            super::LineFormat::default(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("grpc.server.Method").in_scope(|| {
+                tracing::warn!(error = "the caller sent nonsense");
+            });
+        });
+        let spans = exporter.get_finished_spans().expect("the exported spans");
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        assert_eq!(spans[0].status, opentelemetry::trace::Status::Unset);
     }
 
     #[test]

@@ -236,16 +236,22 @@ impl Reader<'_> {
         }
     }
 
+    /// The SDK reads these itself: a value that is no whole number it ignores (its default
+    /// applies), and 0 it uses as given (a queue of 0 drops everything).
     fn check_positive_integer(&mut self, name: &str) {
-        if let Some(value) = self.get(name)
-            && !value.parse::<u64>().is_ok_and(|n| n > 0)
-        {
-            self.warn(
+        let Some(value) = self.get(name) else { return };
+        match value.parse::<u64>() {
+            Ok(0) => self.warnings.push(format!(
+                "{name}=\"0\" is not positive; the SDK uses it as given (a queue or batch of 0 \
+                 drops what would be exported)"
+            )),
+            Ok(_) => {}
+            Err(_) => self.warn(
                 name,
                 &value,
                 "expected a positive whole number",
                 "the SDK default",
-            );
+            ),
         }
     }
 
@@ -330,7 +336,7 @@ impl Reader<'_> {
         match check_url(&value) {
             Ok(()) => Some(value),
             Err(problem) => {
-                self.warn(name, &value, problem, "the default endpoint");
+                self.warn(name, &redacted(&value), problem, "the default endpoint");
                 None
             }
         }
@@ -348,7 +354,14 @@ impl Reader<'_> {
         if let Some(value) = self.get(&specific) {
             match check_url(&value) {
                 Ok(()) => return value,
-                Err(problem) => self.warn(&specific, &value, problem, "the generic endpoint"),
+                Err(problem) => {
+                    self.warn(
+                        &specific,
+                        &redacted(&value),
+                        problem,
+                        "the generic endpoint",
+                    );
+                }
             }
         }
         let default_base = if protocol == defaults.protocol {
@@ -386,14 +399,29 @@ impl Reader<'_> {
                 );
             } else if value.ends_with("traceidratio")
                 && let Some(arg) = self.get("OTEL_TRACES_SAMPLER_ARG")
-                && !arg.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r))
             {
-                self.warn(
-                    "OTEL_TRACES_SAMPLER_ARG",
-                    &arg,
-                    "expected a ratio from 0 to 1",
-                    "1.0",
-                );
+                // What the SDK does with it: a number is used as given (below 0 or NaN samples
+                // nothing, above 1 everything); anything else falls back to 1.0.
+                match arg.parse::<f64>() {
+                    Ok(ratio) if (0.0..=1.0).contains(&ratio) => {}
+                    Ok(ratio) => {
+                        let effect = if ratio > 1.0 {
+                            "samples every trace, as 1.0"
+                        } else {
+                            "samples no trace, as 0.0"
+                        };
+                        self.warnings.push(format!(
+                            "OTEL_TRACES_SAMPLER_ARG={arg:?} is outside 0..=1; the SDK uses it as \
+                             given and {effect}"
+                        ));
+                    }
+                    Err(_) => self.warn(
+                        "OTEL_TRACES_SAMPLER_ARG",
+                        &arg,
+                        "expected a ratio from 0 to 1",
+                        "1.0",
+                    ),
+                }
             }
         }
     }
@@ -449,6 +477,19 @@ fn check_url(value: &str) -> Result<(), &'static str> {
         .parse::<http::Uri>()
         .map(|_| ())
         .map_err(|_| "not a valid URL")
+}
+
+/// `url` without the credentials it may carry (`user:password@`), for printing: warnings and
+/// summaries name the endpoint, never a secret in it.
+pub(crate) fn redacted(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -538,6 +579,50 @@ mod tests {
         ] {
             assert!(all.contains(name), "no warning names {name}:\n{all}");
         }
+    }
+
+    /// Each warning names what the SDK really does with the value (opentelemetry_sdk 0.33 reads
+    /// these from the process environment itself).
+    #[test]
+    fn warnings_name_what_the_sdk_really_uses() {
+        let warning = |env: &[(&str, &str)]| settings(env).warnings.join("\n");
+        let below = warning(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "-0.5"),
+        ]);
+        assert!(below.contains("samples no trace"), "{below}");
+        assert!(!below.contains("using 1.0"), "{below}");
+        let above = warning(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ]);
+        assert!(above.contains("samples every trace"), "{above}");
+        let garbage = warning(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "half"),
+        ]);
+        assert!(garbage.contains("using 1.0"), "{garbage}");
+        let zero = warning(&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")]);
+        assert!(zero.contains("uses it as given"), "{zero}");
+        assert!(!zero.contains("SDK default"), "{zero}");
+        let lots = warning(&[("OTEL_BLRP_MAX_QUEUE_SIZE", "lots")]);
+        assert!(lots.contains("the SDK default"), "{lots}");
+    }
+
+    #[test]
+    fn endpoints_are_printed_without_credentials() {
+        assert_eq!(
+            super::redacted("https://user:s3cret@collector:4318/v1/traces?k=a@b"),
+            "https://***@collector:4318/v1/traces?k=a@b"
+        );
+        assert_eq!(super::redacted("u:p@collector:4317"), "***@collector:4317");
+        assert_eq!(
+            super::redacted("http://collector:4317"),
+            "http://collector:4317"
+        );
+        let s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://user:s3cret@c:1")]);
+        let all = s.warnings.join(" ");
+        assert!(!all.is_empty() && !all.contains("s3cret"), "{all}");
     }
 
     #[test]

@@ -50,10 +50,12 @@ pub(crate) fn resource(
             KeyValue::new("service.version", service_version.to_owned()),
             KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
         ])
+        // The SDK-provided detector comes last: it reads OTEL_SERVICE_NAME, which the spec says
+        // wins over service.name in OTEL_RESOURCE_ATTRIBUTES.
         .with_detectors(&[
-            Box::new(SdkProvidedResourceDetector),
             Box::new(TelemetryResourceDetector),
             Box::new(EnvResourceDetector::new()),
+            Box::new(SdkProvidedResourceDetector),
         ])
         .build();
     let named_by_env = resource
@@ -81,6 +83,7 @@ pub(crate) fn build(
 ) -> Providers {
     let mut providers = Providers::default();
     if settings.sdk_disabled {
+        providers.tracer = propagating_only(settings, resource);
         return providers;
     }
     // Metrics first: the log processor takes a meter for its self-diagnostics when it is built.
@@ -107,8 +110,21 @@ pub(crate) fn build(
             .map_err(|e| warnings.push(export_warning("traces", &settings.traces, &e)))
             .ok()
             .map(|exporter| tracer_provider(exporter, resource)),
-    };
+    }
+    .or_else(|| propagating_only(settings, resource));
     providers
+}
+
+/// With traces not exported (`OTEL_SDK_DISABLED=true`, `OTEL_TRACES_EXPORTER=none`, an exporter
+/// that could not be built), a provider without any processor: spans still get ids, sampled per
+/// the sampler, so the caller's W3C context is continued on the lines and injected into downstream
+/// calls; they are exported nowhere. Without any propagator there is nothing to carry: no provider.
+fn propagating_only(settings: &Settings, resource: &Resource) -> Option<SdkTracerProvider> {
+    (settings.propagate_trace_context || settings.propagate_baggage).then(|| {
+        SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .build()
+    })
 }
 
 fn export_warning(
@@ -118,7 +134,7 @@ fn export_warning(
 ) -> String {
     format!(
         "the OTLP {signal} exporter for {} could not be built ({error}); {signal} are not exported",
-        settings.endpoint
+        crate::settings::redacted(&settings.endpoint)
     )
 }
 
@@ -239,7 +255,67 @@ impl Providers {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use opentelemetry::Key;
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    use crate::settings::Settings;
+
+    /// The `traceparent` a call made inside a fresh span would carry, with `env` (and nothing
+    /// else exported); `None` when no tracer is built.
+    fn traceparent_with(env: &[(&str, &str)]) -> Option<String> {
+        let lookup = |name: &str| {
+            env.iter()
+                .chain(&[
+                    ("OTEL_METRICS_EXPORTER", "none"),
+                    ("OTEL_LOGS_EXPORTER", "none"),
+                ])
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        };
+        let settings = Settings::from_lookup(crate::defaults::DEFAULTS, lookup);
+        let resource = opentelemetry_sdk::Resource::builder_empty().build();
+        let providers = super::build(&settings, &resource, &mut Vec::new());
+        let tracer = providers.tracer.as_ref()?.tracer("test");
+        let subscriber = crate::subscriber::build(
+            "test".to_owned(),
+            "off".parse().expect("a filter"),
+            std::io::sink,
+            false,
+            Some(tracer),
+            None,
+            crate::subscriber::LineFormat::default(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("call");
+            let mut carrier = HashMap::new();
+            TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+            carrier.remove("traceparent")
+        })
+    }
+
+    #[test]
+    fn spans_get_ids_to_propagate_when_traces_are_not_exported() {
+        for env in [
+            &[("OTEL_SDK_DISABLED", "true")][..],
+            &[("OTEL_TRACES_EXPORTER", "none")][..],
+        ] {
+            let traceparent = traceparent_with(env);
+            assert!(
+                traceparent.as_ref().is_some_and(|t| t.len() == 55),
+                "{env:?}: {traceparent:?}"
+            );
+        }
+        assert_eq!(
+            traceparent_with(&[("OTEL_SDK_DISABLED", "true"), ("OTEL_PROPAGATORS", "none")]),
+            None,
+            "nothing to propagate: no spans needed"
+        );
+    }
 
     #[test]
     fn the_resource_carries_the_workspace_defaults_and_the_version() {

@@ -38,14 +38,13 @@ async fn an_empty_id_is_invalid_argument_with_an_exception_event() {
         Some("InvalidRequest")
     );
     assert!(exception["exception.message"].contains("must not be empty"));
-    // INVALID_ARGUMENT is the caller's fault: not a server error, always a client error.
+    // INVALID_ARGUMENT is the caller's fault: not a server error (no ERROR status, no
+    // error.type), always a client error.
     assert_ne!(server.status, "ERROR");
-    check_attributes(
-        server,
-        &[
-            ("rpc.status_code", "INVALID_ARGUMENT"),
-            ("error.type", "INVALID_ARGUMENT"),
-        ],
+    check_attributes(server, &[("rpc.status_code", "INVALID_ARGUMENT")]);
+    assert!(
+        !server.attributes.contains_key("error.type"),
+        "a client mistake is no server error: {server:?}"
     );
     assert_eq!(client.status, "ERROR");
     check_attributes(
@@ -75,6 +74,22 @@ async fn an_empty_id_is_invalid_argument_with_an_exception_event() {
         })
         .await;
     assert!(counted.is_some(), "no requests.total point with error=true");
+    let rpc_points = world().receiver.points();
+    let server_points: Vec<_> = rpc_points
+        .iter()
+        .filter(|p| {
+            p.metric == "rpc.server.call.duration"
+                && p.attributes.get("rpc.status_code").map(String::as_str)
+                    == Some("INVALID_ARGUMENT")
+        })
+        .collect();
+    assert!(
+        !server_points.is_empty(),
+        "no INVALID_ARGUMENT server duration"
+    );
+    for point in server_points {
+        assert!(!point.attributes.contains_key("error.type"), "{point:?}");
+    }
     app.stop();
 }
 
@@ -141,11 +156,14 @@ async fn an_unknown_method_is_unimplemented_and_named_other() {
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
+    // A made-up path is caller input: far longer than telemetry carries.
     let original = format!(
-        "{}/NoSuchMethod{}",
+        "{}/NoSuchMethod{}{}",
         proto::GRPC_SERVICE,
-        uuid::Uuid::new_v4().simple()
+        uuid::Uuid::new_v4().simple(),
+        "x".repeat(4 * telemetry::MAX_VALUE_CHARS)
     );
+    let shown = telemetry::bounded(&original).to_owned();
     let path = format!("/{original}").parse().unwrap();
     let codec = tonic_prost::ProstCodec::<proto::MyRequest, proto::MyResponse>::default();
     let request = tonic::Request::new(proto::MyRequest { id: "x".into() });
@@ -158,10 +176,10 @@ async fn an_unknown_method_is_unimplemented_and_named_other() {
         .wait_for(crate::helpers::ARRIVAL, |r| {
             r.spans()
                 .into_iter()
-                .find(|s| s.attributes.get("rpc.method_original") == Some(&original))
+                .find(|s| s.attributes.get("rpc.method_original") == Some(&shown))
         })
         .await
-        .expect("a span for the unknown method");
+        .expect("a span for the unknown method, its path cut to MAX_VALUE_CHARS");
     // Made-up paths must not mint span names or metric series.
     assert_eq!(server.name, "grpc.server._OTHER");
     check_attributes(

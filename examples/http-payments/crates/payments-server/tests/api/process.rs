@@ -46,6 +46,53 @@ async fn sdk_disabled_serves_requests_and_exports_nothing() {
     }));
 }
 
+/// The server, its traces not exported by `env`, still continues the caller's W3C context: the
+/// line logged inside the call carries the caller's trace id and a span id of its own.
+async fn continues_the_callers_trace_without_export(env: &[(&str, &str)]) {
+    let server = ServerProcess::start(env).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let id = unique_id("unexported");
+    let mut raw = proto::ServiceClient::connect(server.url.clone())
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(proto::MyRequest { id: id.clone() });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent}-01").parse().unwrap(),
+    );
+    raw.process_request(request).await.unwrap();
+    let lines = server.terminate().await;
+
+    let line = lines
+        .iter()
+        .find(|l| {
+            l["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("Processing request: {id}")))
+        })
+        .unwrap_or_else(|| panic!("no line for {id}: {lines:?}"));
+    assert_eq!(line["trace_id"], trace_id, "{env:?}: {line}");
+    let span_id = line["span_id"].as_str().unwrap_or_default();
+    assert_eq!(span_id.len(), 16, "{env:?}: {line}");
+    assert_ne!(span_id, parent, "{env:?}: {line}");
+}
+
+#[tokio::test]
+async fn sdk_disabled_still_continues_the_callers_trace() {
+    continues_the_callers_trace_without_export(&[("OTEL_SDK_DISABLED", "true")]).await;
+}
+
+#[tokio::test]
+async fn traces_exporter_none_still_continues_the_callers_trace() {
+    continues_the_callers_trace_without_export(&[
+        ("OTEL_TRACES_EXPORTER", "none"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_LOGS_EXPORTER", "none"),
+    ])
+    .await;
+}
+
 #[tokio::test]
 async fn sigterm_flushes_all_three_signals_before_exit() {
     let receiver = Receiver::start().await.unwrap();
@@ -53,6 +100,8 @@ async fn sigterm_flushes_all_three_signals_before_exit() {
     let server = ServerProcess::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_SERVICE_NAME", "flush-test"),
+        // The spec: OTEL_SERVICE_NAME wins over service.name in the attributes.
+        ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes"),
         // Long enough that only the shutdown flush can deliver anything.
         ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
         ("OTEL_BLRP_SCHEDULE_DELAY", "60000"),

@@ -192,7 +192,8 @@ where
             network.peer.port = Empty,
         );
         if !path.known {
-            span.set_attribute("rpc.method_original", path.full.to_string());
+            // Caller input, bounded like every other caller-supplied value.
+            span.set_attribute("rpc.method_original", crate::bounded(&path.full).to_owned());
         }
         if let Some(peer) = request
             .extensions()

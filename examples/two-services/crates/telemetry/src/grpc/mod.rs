@@ -211,16 +211,16 @@ impl CallRecord {
             return;
         }
         let seconds = self.start.elapsed().as_secs_f64();
+        // The peer's message (the server's, on a client span) is text from outside: bounded.
+        let message = crate::bounded(message);
         let side = self.instruments.side;
         let failed = code != Code::Ok;
         let code_name = code_name(code);
 
         self.span.record(attr::RPC_STATUS_CODE, code_name);
-        if failed {
-            self.span.record(attr::ERROR_TYPE, code_name);
-        }
         // Server spans are errors only for the codes that mean the server failed; a client span
-        // is an error for any code but OK (semconv docs/rpc/grpc.md).
+        // is an error for any code but OK (semconv docs/rpc/grpc.md). `error.type`, on the span
+        // and in the metrics, follows the same rule.
         let span_error = match side {
             Side::Client => failed,
             Side::Server => matches!(
@@ -234,6 +234,7 @@ impl CallRecord {
             ),
         };
         if span_error {
+            self.span.record(attr::ERROR_TYPE, code_name);
             self.span
                 .set_status(opentelemetry::trace::Status::error(format!(
                     "{code_name}: {message}"
@@ -246,7 +247,7 @@ impl CallRecord {
             KeyValue::new(attr::RPC_STATUS_CODE, code_name),
             KeyValue::new(attr::ERROR_TYPE, code_name),
         ];
-        let rpc_attrs = if failed {
+        let rpc_attrs = if span_error {
             &rpc_attrs[..]
         } else {
             &rpc_attrs[..3]
