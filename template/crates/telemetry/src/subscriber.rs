@@ -85,6 +85,12 @@ pub(crate) fn log_filter(rust_log: Option<&str>, warnings: &mut Vec<String>) -> 
     }
 }
 
+/// Whether `filter` lets any line through.
+pub(crate) fn writes_lines(filter: &Targets) -> bool {
+    filter.default_level() > Some(LevelFilter::OFF)
+        || filter.iter().any(|(_, level)| level > LevelFilter::OFF)
+}
+
 /// How the lines are written: bunyan JSON (default) or for a person, and whether the SDK's own
 /// warnings are held back for one summary at shutdown.
 #[derive(Default)]
@@ -106,8 +112,9 @@ pub(crate) fn build<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    // A tracer exists whenever something is exported or propagated (one without an exporter when
-    // traces are off), so ids and W3C context never depend on export.
+    // A tracer exists whenever spans are exported or their ids are seen, on lines or on exported
+    // log records (one without an exporter when traces are off), so ids and W3C context never
+    // depend on export.
     let tracing_spans = tracer.is_some();
     let traces = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
@@ -126,14 +133,10 @@ where
             .with_filter(filter_fn(exported_log))
     });
     // Spans at INFO and above exist whatever RUST_LOG says, for the exported traces and for the
-    // fields and ids of the lines logged inside them, and for the context propagated downstream;
-    // with none of these (OTEL_SDK_DISABLED=true, OTEL_PROPAGATORS=none and RUST_LOG=off), a
-    // call creates no span at all.
-    let writes_lines = logs_filter.default_level() > Some(LevelFilter::OFF)
-        || logs_filter
-            .iter()
-            .any(|(_, level)| level > LevelFilter::OFF);
-    let spans_wanted = tracing_spans || writes_lines;
+    // fields and ids of the lines logged inside them, and for the ids propagated downstream;
+    // with neither (nothing exported, RUST_LOG=off), a call creates no span at all and the gRPC
+    // layers carry the caller's context through as it came.
+    let spans_wanted = tracing_spans || writes_lines(&logs_filter);
     let enabled = filter_fn(move |meta| {
         let wanted = logs_filter.would_enable(meta.target(), meta.level());
         wanted || (spans_wanted && meta.is_span() && *meta.level() <= Level::INFO)
