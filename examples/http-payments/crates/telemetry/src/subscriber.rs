@@ -117,7 +117,8 @@ where
             .with_tracked_inactivity(false)
             // The RPC's status comes from its gRPC code (grpc::CallRecord::finish), not from an
             // event's `error` field. tracing-opentelemetry 0.34 still marks a span ERROR for any
-            // event at ERROR level, with no switch: handlers log client mistakes below ERROR.
+            // event at ERROR level, with no switch: grpc::StatusFromCode clears that from gRPC
+            // spans before export.
             .with_error_events_to_status(false)
             .with_filter(filter_fn(exported_span_or_warning))
     });
