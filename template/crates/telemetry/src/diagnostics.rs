@@ -5,10 +5,13 @@
 //! exporters are built before the service's subscriber exists, so what the SDK says while building
 //! them (an unsupported `OTEL_EXPORTER_OTLP_COMPRESSION`, say) would reach no subscriber at all.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use tracing::callsite::{Callsite, Identifier};
+use tracing::field::FieldSet;
 use tracing::metadata::Kind;
-use tracing::{Event, Level, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 
 use crate::human::Fields;
@@ -28,24 +31,14 @@ pub(crate) fn missing_message(event: &Event<'_>) -> Option<String> {
         .then(|| fields.text(meta.target()))
 }
 
-/// Hands `layer` the event `event` would be with `message` as its message: same level and parent.
+/// Hands `layer` the event `event` would be with `message` as its message: same callsite details
+/// (target, level, file, line), so the line still says where it came from, and same parent.
 pub(crate) fn with_message<S, L>(layer: &L, event: &Event<'_>, message: &str, ctx: Context<'_, S>)
 where
     S: Subscriber,
     L: Layer<S>,
 {
-    let callsite = if *event.metadata().level() == Level::ERROR {
-        tracing::callsite! {
-            name: "sdk diagnostic", kind: Kind::EVENT, target: "opentelemetry",
-            level: Level::ERROR, fields: message
-        }
-    } else {
-        tracing::callsite! {
-            name: "sdk diagnostic", kind: Kind::EVENT, target: "opentelemetry",
-            level: Level::WARN, fields: message
-        }
-    };
-    let meta = tracing::callsite::Callsite::metadata(callsite);
+    let meta = restated(event.metadata());
     let Some(field) = meta.fields().field("message") else {
         return;
     };
@@ -57,6 +50,44 @@ where
         Event::new_child_of(event.parent().cloned(), meta, &values)
     };
     layer.on_event(&restated, ctx);
+}
+
+/// A callsite like an SDK diagnostic's, with a `message` field: one per SDK callsite that ever
+/// writes a line without a message, made once and kept (a few dozen at most).
+struct Restated(OnceLock<Metadata<'static>>);
+
+impl Callsite for Restated {
+    fn set_interest(&self, _: Interest) {}
+
+    fn metadata(&self) -> &Metadata<'_> {
+        self.0
+            .get()
+            .unwrap_or_else(|| unreachable!("set before it is handed out"))
+    }
+}
+
+fn restated(original: &'static Metadata<'static>) -> &'static Metadata<'static> {
+    static MADE: Mutex<Vec<(Identifier, &'static Metadata<'static>)>> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    let id = original.callsite();
+    if let Some((_, meta)) = made.iter().find(|(made_for, _)| *made_for == id) {
+        return meta;
+    }
+    let callsite: &'static Restated = Box::leak(Box::new(Restated(OnceLock::new())));
+    let meta = callsite.0.get_or_init(|| {
+        Metadata::new(
+            original.name(),
+            original.target(),
+            *original.level(),
+            original.file(),
+            original.line(),
+            original.module_path(),
+            FieldSet::new(&["message"], Identifier(callsite)),
+            Kind::EVENT,
+        )
+    });
+    made.push((id, meta));
+    meta
 }
 
 /// Runs `build` with a subscriber of its own that keeps the SDK's and the transport's warnings and

@@ -410,6 +410,8 @@ mod tests {
             "opentelemetry_sdk: BatchSpanProcessor.ExportError: the collector refused"
         );
         assert_eq!(lines[0]["level"], 50);
+        // Still where it came from: the SDK's target, not this crate's.
+        assert_eq!(lines[0]["target"], "opentelemetry_sdk");
         assert_eq!(lines[1]["msg"], "a message of its own");
         assert_eq!(lines[1]["level"], 40);
     }
