@@ -37,7 +37,7 @@ DB_SPAN = "database-query"
 SEED_METRICS = ("requests.total", "request.duration", "requests.active")
 # Span attributes worth a glance; the rest stay in the collector.
 KEY_ATTRIBUTES = ("rpc.method", "rpc.grpc.status_code", "rpc.response.status_code", "request.id",
-                  "server.address", "server.port", "db.system", "db.system.name", "db.operation.name",
+                  "server.address", "server.port", "db.system.name", "db.operation.name",
                   "db.query.text", "error.type", "otel.status_description")
 
 BOLD, DIM, RED, GREEN, RESET = ("\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[32m", "\x1b[0m") \

@@ -8,10 +8,12 @@ crates/<svc>-server), the numbers come from the rendered sources, never from thi
   port        DEFAULT_PORT in crates/<svc>-proto/src/lib.rs (also the answers file's `port`)
   service     GRPC_SERVICE in the same file (what the readiness probe must ask for)
   drain       DRAIN_TIMEOUT_SECS's default in crates/<svc>-server/src/config.rs
+  cut         CUT_WAIT in crates/<svc>-server/src/drain.rs (how long calls cut at the drain
+              timeout have to be recorded)
   flush       SHUTDOWN_BUDGET in crates/telemetry/src/lib.rs (the telemetry guard's flush budget)
 and the overlay's Deployment and Service, and compose.yaml's entry, must match them: container,
-probe and Service ports; terminationGracePeriodSeconds above preStop + drain + flush; compose's
-stop_grace_period above drain + flush; the downward API behind OTEL_RESOURCE_ATTRIBUTES; a collector
+probe and Service ports; terminationGracePeriodSeconds above preStop + drain + cut + flush;
+compose's stop_grace_period above drain + cut + flush; the downward API behind OTEL_RESOURCE_ATTRIBUTES; a collector
 that is not localhost. Prints one line per service, exits 1 on the first list of problems.
 """
 import glob
@@ -55,6 +57,8 @@ def service_config(workspace, svc, flush):
         "grpc_service": grab(proto, r'GRPC_SERVICE: &str = "([^"]+)";', "GRPC_SERVICE"),
         "drain": int(grab(f"{workspace}/crates/{svc}-server/src/config.rs",
                           r'env = "DRAIN_TIMEOUT_SECS", default_value_t = (\d+)', "the drain timeout")),
+        "cut": int(grab(f"{workspace}/crates/{svc}-server/src/drain.rs",
+                        r"CUT_WAIT: Duration = Duration::from_secs\((\d+)\)", "the cut wait")),
         "flush": flush,
     }
     # The answers file of the render that made this service says the same port.
@@ -99,9 +103,9 @@ def check_deployment(svc, cfg, objects, problems):
             problems.append(f"DRAIN_TIMEOUT_SECS is {drain}, the server's default {cfg['drain']}: the comments and the README say they match")
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     grace = pod.get("terminationGracePeriodSeconds", 30)
-    needed = pre_stop + drain + cfg["flush"]
+    needed = pre_stop + drain + cfg["cut"] + cfg["flush"]
     if grace <= needed:
-        problems.append(f"terminationGracePeriodSeconds {grace} is not above preStop {pre_stop} + drain {drain} + flush {cfg['flush']} = {needed}")
+        problems.append(f"terminationGracePeriodSeconds {grace} is not above preStop {pre_stop} + drain {drain} + cut {cfg['cut']} + flush {cfg['flush']} = {needed}")
     # Downward API into OTEL_RESOURCE_ATTRIBUTES.
     attributes = dict(
         pair.split("=", 1) for pair in env.get("OTEL_RESOURCE_ATTRIBUTES", {}).get("value", "").split(",") if "=" in pair
@@ -148,8 +152,8 @@ def check_compose(svc, cfg, compose, problems):
         problems.append(f"compose.yaml's {svc} sends telemetry to {endpoint!r}: inside compose, name the collector's service")
     drain = int(env.get("DRAIN_TIMEOUT_SECS", cfg["drain"]))
     grace = seconds(entry.get("stop_grace_period", 10))
-    if grace <= drain + cfg["flush"]:
-        problems.append(f"compose.yaml's {svc} stop_grace_period {grace}s is not above drain {drain} + flush {cfg['flush']}")
+    if grace <= drain + cfg["cut"] + cfg["flush"]:
+        problems.append(f"compose.yaml's {svc} stop_grace_period {grace}s is not above drain {drain} + cut {cfg['cut']} + flush {cfg['flush']}")
     published = [str(p) for p in entry.get("ports", [])]
     if not any(p.split(":")[-1].split("/")[0] == str(cfg["port"]) for p in published):
         problems.append(f"compose.yaml's {svc} publishes {published}, not the service's port {cfg['port']}")
@@ -182,7 +186,7 @@ def main():
         else:
             grace, needed = timing
             print(f"{svc}: port {cfg['port']} (container, probes, Service, compose), "
-                  f"readiness on {cfg['grpc_service']}, grace {grace}s > preStop+drain+flush {needed}s")
+                  f"readiness on {cfg['grpc_service']}, grace {grace}s > preStop+drain+cut+flush {needed}s")
     sys.exit(1 if failed else 0)
 
 

@@ -11,6 +11,7 @@
 
 mod console;
 pub mod defaults;
+mod diagnostics;
 pub mod grpc;
 mod human;
 mod io;
@@ -193,10 +194,12 @@ impl Telemetry {
         );
         let filter = subscriber::log_filter((self.env)("RUST_LOG").as_deref(), &mut warnings);
         let io = io::IoThread::start()?;
-        let mut providers = {
+        // What the SDK says while the exporters are built is written once the subscriber exists.
+        let (mut providers, said) = diagnostics::collected_while(|| {
             let _on_io_thread = io.handle().enter();
             build(&settings, &resource, &mut warnings)
-        };
+        });
+        warnings.extend(said);
         if providers.propagation_only
             && providers.logger.is_none()
             && !subscriber::writes_lines(&filter)

@@ -124,7 +124,8 @@ where
             .with_tracked_inactivity(false)
             // The RPC's status comes from its gRPC code (grpc::CallRecord::finish), not from an
             // event's `error` field. tracing-opentelemetry 0.34 still marks a span ERROR for any
-            // event at ERROR level, with no switch: handlers log client mistakes below ERROR.
+            // event at ERROR level, with no switch: grpc::StatusFromCode clears that from gRPC
+            // spans before export.
             .with_error_events_to_status(false)
     });
     let logs = logger.map(opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new);
@@ -258,7 +259,13 @@ where
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if self.repeats.admit(event.metadata()) {
-            self.inner.on_event(event, ctx);
+            // An SDK diagnostic without a message would say only its crate's name.
+            match crate::diagnostics::missing_message(event) {
+                Some(message) => {
+                    crate::diagnostics::with_message(&self.inner, event, &message, ctx)
+                }
+                None => self.inner.on_event(event, ctx),
+            }
         }
     }
 
@@ -384,6 +391,60 @@ mod tests {
             .expect("valid id");
         assert_eq!(to_hex(&trace_id.to_bytes(), &mut out), trace_id.to_string());
         assert_eq!(to_hex(&[0x00, 0xf0, 0x67, 0xaa], &mut out), "00f067aa");
+    }
+
+    /// An SDK diagnostic carries what failed in fields (`name`, `error`), often with no message:
+    /// its line says them in `msg`, instead of the crate's name bunyan would fall back to.
+    #[test]
+    fn an_sdk_diagnostic_without_a_message_says_what_failed_in_msg() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("not poisoned").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = super::build(
+            "test".to_owned(),
+            super::DEFAULT_FILTER.parse().expect("a filter"),
+            move || writer.clone(),
+            false,
+            None,
+            None,
+            super::LineFormat::default(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(
+                target: "opentelemetry_sdk",
+                name = "BatchSpanProcessor.ExportError",
+                error = "the collector refused"
+            );
+            tracing::warn!(target: "opentelemetry_otlp", message = "a message of its own");
+        });
+        let text =
+            String::from_utf8(buffer.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(
+            lines[0]["msg"],
+            "opentelemetry_sdk: BatchSpanProcessor.ExportError: the collector refused"
+        );
+        assert_eq!(lines[0]["level"], 50);
+        // Still where it came from: the SDK's target, not this crate's.
+        assert_eq!(lines[0]["target"], "opentelemetry_sdk");
+        assert_eq!(lines[1]["msg"], "a message of its own");
+        assert_eq!(lines[1]["level"], 40);
     }
 
     /// An event's `error` field is a log line's, not the span's status: the status of an RPC

@@ -474,3 +474,18 @@ pub fn init_discarding(
             },
         )
 }
+
+/// Whether `rust_log`, read as the service reads `RUST_LOG`, writes events of `target` at `level`;
+/// an error when the service would refuse it (and fall back to its default).
+pub fn rust_log_enables(
+    rust_log: &str,
+    target: &str,
+    level: tracing::Level,
+) -> Result<bool, String> {
+    let mut warnings = Vec::new();
+    let filter = crate::subscriber::log_filter(Some(rust_log), &mut warnings);
+    match warnings.first() {
+        Some(warning) => Err(warning.clone()),
+        None => Ok(filter.would_enable(target, &level)),
+    }
+}

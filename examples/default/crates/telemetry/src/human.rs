@@ -18,8 +18,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The message and the other fields of one event, as text.
 #[derive(Default)]
-struct Fields {
-    message: String,
+pub(crate) struct Fields {
+    pub(crate) message: String,
     name: Option<String>,
     error: Option<String>,
     rest: String,
@@ -62,7 +62,7 @@ impl Fields {
         }
     }
 
-    fn of(event: &Event<'_>) -> Self {
+    pub(crate) fn of(event: &Event<'_>) -> Self {
         let mut fields = Self::default();
         event.record(&mut fields);
         fields
@@ -70,7 +70,7 @@ impl Fields {
 
     /// The message and its `name`/`error` fields; for an SDK or transport diagnostic (whose
     /// message is empty or generic), what failed and why.
-    fn text(&self, target: &str) -> String {
+    pub(crate) fn text(&self, target: &str) -> String {
         if !crate::subscriber::is_transport(target) {
             let mut text = self.message.clone();
             for (key, value) in [("name", &self.name), ("error", &self.error)] {

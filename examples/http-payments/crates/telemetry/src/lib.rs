@@ -11,6 +11,7 @@
 
 mod console;
 pub mod defaults;
+mod diagnostics;
 pub mod grpc;
 mod human;
 mod io;
@@ -192,10 +193,12 @@ impl Telemetry {
             defaults::RESOURCE_ATTRIBUTES,
         );
         let io = io::IoThread::start()?;
-        let providers = {
+        // What the SDK says while the exporters are built is written once the subscriber exists.
+        let (providers, said) = diagnostics::collected_while(|| {
             let _on_io_thread = io.handle().enter();
             build(&settings, &resource, &mut warnings)
-        };
+        });
+        warnings.extend(said);
         if let Some(meter) = &providers.meter {
             opentelemetry::global::set_meter_provider(meter.clone());
             if !process::observe(&meter.meter(METER_SCOPE)) {

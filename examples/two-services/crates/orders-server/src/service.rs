@@ -60,12 +60,13 @@ impl Handler {
         }
         let result = self
             .query()
+            // A call to a database server: a CLIENT span with the database conventions' stable
+            // names (semconv v1.33.0 and later).
             .instrument(tracing::info_span!(
                 "database-query",
+                otel.kind = "client",
                 db.system.name = "postgresql",
                 db.operation.name = "SELECT",
-                db.system = "postgresql",
-                db.operation = "SELECT",
             ))
             .await?;
         Ok(MyResponse { result })

@@ -170,8 +170,10 @@ pub(crate) fn tracer_provider(
     resource: &Resource,
 ) -> SdkTracerProvider {
     // The batch processor runs on its own thread and drops (never blocks) when its queue is full.
+    // Before it, gRPC spans get their status from their code alone (grpc::StatusFromCode).
+    let batch = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build();
     SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(crate::grpc::StatusFromCode(batch))
         .with_resource(resource.clone())
         .build()
 }

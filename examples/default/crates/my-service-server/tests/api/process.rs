@@ -247,3 +247,25 @@ async fn a_dead_collector_is_reported_once_not_per_export() {
         "repeated export diagnostics: {seen:?}"
     );
 }
+
+/// What the SDK says while the exporters are built reaches stdout, one JSON line per warning
+/// (`OTEL_EXPORTER_OTLP_COMPRESSION` is read by the SDK from the process environment only).
+#[tokio::test]
+async fn the_sdks_warnings_while_building_the_exporters_are_lines() {
+    let server = ServerProcess::start(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli-please")]).await;
+    let lines = server.terminate().await;
+    let warnings: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["msg"].as_str().is_some_and(|m| {
+                m.contains("OTEL_EXPORTER_OTLP_COMPRESSION") && m.contains("brotli-please")
+            })
+        })
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one line for the three exporters: {lines:#?}"
+    );
+    assert_eq!(warnings[0]["level"], 40, "WARN: {:?}", warnings[0]);
+}

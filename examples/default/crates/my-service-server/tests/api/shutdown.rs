@@ -1,8 +1,9 @@
-//! Graceful shutdown: in-flight calls finish, new connections are refused.
+//! Graceful shutdown: in-flight calls finish, new connections are refused, and what the drain
+//! timeout cuts is recorded before the server returns.
 
 use std::time::Duration;
 
-use crate::helpers::{spawn_app_with, unique_id, world};
+use crate::helpers::{check_attributes, span, spawn_app_with, unique_id, world};
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_calls() {
@@ -54,5 +55,37 @@ async fn the_drain_deadline_bounds_shutdown() {
         "stopped after {:?}",
         started.elapsed()
     );
-    stuck.abort();
+    let cut = tokio::time::timeout(Duration::from_secs(5), stuck)
+        .await
+        .expect("the cut call ends on the client too")
+        .unwrap();
+    assert!(cut.is_err(), "{cut:?}");
+
+    // The cut call and its handler's spans ended before the server returned: no waiting here.
+    world().flush().await;
+    let spans = world().receiver.spans();
+    let client = spans
+        .iter()
+        .find(|s| s.kind == "CLIENT" && s.attributes.get("request.id") == Some(&id))
+        .unwrap_or_else(|| panic!("no client span of the cut call"));
+    let trace: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == client.trace_id)
+        .cloned()
+        .collect();
+    let server = span(&trace, "grpc.server.ProcessRequest");
+    assert_eq!(server.status, "ERROR", "{server:?}");
+    assert!(
+        server.status_message.contains("drain timeout"),
+        "{server:?}"
+    );
+    check_attributes(
+        server,
+        &[
+            ("rpc.status_code", "UNAVAILABLE"),
+            ("error.type", "UNAVAILABLE"),
+        ],
+    );
+    // The handler was dropped with its call: its query span ended there, not 30 s later.
+    span(&trace, "database-query");
 }

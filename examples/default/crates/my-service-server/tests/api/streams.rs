@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use telemetry::grpc::{GrpcClientLayer, GrpcClientService, GrpcServerLayer};
 use telemetry::testing::{ReceivedPoint, ReceivedSpan};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,7 +32,8 @@ const MESSAGES: u64 = 4;
 
 type MessageStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<u64, Status>> + Send>>;
 
-/// The methods: `Unary`, `ClientStream` (sums) and `Bidi` (echoes) by shape; any other name is
+/// The methods: `Unary`, `ClientStream` (sums) and `Bidi` (echoes) by shape, `Refuses` (logs an
+/// error and answers INVALID_ARGUMENT); any other name is
 /// server streaming, its behaviour chosen by the name (see [`server_stream`]).
 #[derive(Clone, Debug)]
 struct Shapes;
@@ -65,6 +66,14 @@ impl tower::Service<http::Request<tonic::body::Body>> for Shapes {
                     let handler = tower::service_fn(|r: Request<u64>| async move {
                         tokio::time::sleep(GAP).await;
                         Ok::<_, Status>(Response::new(r.into_inner() + 1))
+                    });
+                    grpc.unary(handler, request).await
+                }
+                "Refuses" => {
+                    // A handler that logs its refusal at ERROR, inside the server span.
+                    let handler = tower::service_fn(|_: Request<u64>| async move {
+                        tracing::error!("refusing the request: it is the caller's mistake");
+                        Err::<Response<u64>, _>(Status::invalid_argument("no such number"))
                     });
                     grpc.unary(handler, request).await
                 }
@@ -187,6 +196,8 @@ fn descriptor_set() -> Vec<u8> {
         "Fails",
         "Shutdown",
         "Deadline",
+        "Refuses",
+        "Cut",
     ] {
         service_proto.extend(field(2, &field(1, method.as_bytes())));
     }
@@ -204,23 +215,40 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with_drain(Duration::from_secs(30)).await
+    }
+
+    /// Served as the service's own server is: once stopped, open calls have `drain_timeout` to
+    /// end before they are cut (`server::drain`).
+    async fn start_with_drain(drain_timeout: Duration) -> Self {
         world();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (draining, drain_began) = tokio::sync::oneshot::channel::<()>();
         let set = descriptor_set();
         let layer = GrpcServerLayer::new(PREFIX, &[&set]);
+        let calls = layer.calls();
+        let connections = server::drain::Connections::default();
+        let serve = tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(Shapes)
+            .serve_with_incoming_shutdown(connections.incoming(listener), async {
+                let _ = stopped.await;
+                let _ = draining.send(());
+            });
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .layer(layer)
-                .add_service(Shapes)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
+            server::drain::drain(
+                serve,
+                async { drain_began.await.is_ok() },
+                drain_timeout,
+                &calls,
+                &connections,
+            )
+            .await
+            .unwrap();
         });
         Self {
             address,
@@ -476,6 +504,34 @@ async fn a_unary_call_is_one_client_and_one_server_span() {
     let call = finished_call("Unary", "OK").await;
     call.lasted("Unary", GAP);
     call.carried(1, 1);
+    // The client's duration names the server it called (conditionally required); the server's
+    // does not (opt-in there).
+    let full = format!("{SERVICE}/Unary");
+    let client = last(
+        &call.points,
+        "rpc.client.call.duration",
+        ("rpc.method", &full),
+    )
+    .unwrap();
+    let port = server.address.port().to_string();
+    assert_eq!(
+        (
+            client.attributes.get("server.address").map(String::as_str),
+            client.attributes.get("server.port")
+        ),
+        (Some("127.0.0.1"), Some(&port)),
+        "{client:?}"
+    );
+    let served = last(
+        &call.points,
+        "rpc.server.call.duration",
+        ("rpc.method", &full),
+    )
+    .unwrap();
+    assert!(
+        !served.attributes.contains_key("server.address"),
+        "{served:?}"
+    );
     assert!(call.client.end_unix_nano <= end + 1_000_000_000);
 }
 
@@ -658,4 +714,103 @@ async fn a_deadline_passing_mid_stream_ends_it_as_deadline_exceeded() {
     assert_eq!(call.server.status, "ERROR");
     call.lasted("Deadline", Duration::from_millis(190));
     task_ended("Deadline").await;
+}
+
+#[tokio::test]
+async fn a_handlers_error_log_does_not_decide_the_server_spans_status() {
+    let server = Server::start().await;
+    let mut grpc = server.client().await;
+    let status = grpc
+        .unary(Request::new(1), path("Refuses"), codec())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // INVALID_ARGUMENT: no error.type on the server span (checked by finished_call), and no ERROR
+    // status either, though an ERROR event was logged inside it; the event itself stays.
+    let call = finished_call("Refuses", "INVALID_ARGUMENT").await;
+    assert_eq!(call.server.status, "UNSET", "{:?}", call.server);
+    assert!(
+        call.server
+            .events
+            .iter()
+            .any(|(name, _)| name.starts_with("refusing the request")),
+        "the handler's event is on the span: {:?}",
+        call.server.events
+    );
+    assert_eq!(call.client.status, "ERROR");
+}
+
+#[tokio::test]
+async fn a_stream_open_past_the_drain_timeout_is_cut_and_recorded_before_the_server_returns() {
+    let mut server = Server::start_with_drain(Duration::from_millis(300)).await;
+    let mut grpc = server.client().await;
+    let mut stream = grpc
+        .server_streaming(Request::new(0), path("Cut"), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    server.stop.take().unwrap().send(()).unwrap();
+    // The stream never ends on its own: the drain timeout ends it, and the server with it.
+    tokio::time::timeout(Duration::from_secs(5), &mut server.task)
+        .await
+        .expect("the drain timeout ends the server")
+        .unwrap();
+
+    // Recorded by the time the server returned: no waiting for it.
+    world().flush().await;
+    let full = format!("{SERVICE}/Cut");
+    let spans = world().receiver.spans();
+    let span = spans
+        .iter()
+        .find(|s| s.kind == "SERVER" && s.attributes.get("rpc.method") == Some(&full))
+        .unwrap_or_else(|| panic!("no server span of the cut stream"));
+    assert_eq!(span.status, "ERROR", "{span:?}");
+    assert!(span.status_message.contains("drain timeout"), "{span:?}");
+    for (key, value) in [
+        ("rpc.status_code", "UNAVAILABLE"),
+        ("error.type", "UNAVAILABLE"),
+    ] {
+        assert_eq!(
+            span.attributes.get(key).map(String::as_str),
+            Some(value),
+            "{span:?}"
+        );
+    }
+    let points = world().receiver.points();
+    let total = last(
+        &points,
+        &format!("{PREFIX}.requests.total"),
+        ("method", "Cut"),
+    )
+    .expect("the cut call is counted");
+    assert_eq!(total.value, 1.0);
+    assert_eq!(
+        total.attributes.get("error").map(String::as_str),
+        Some("true")
+    );
+    let active = last(
+        &points,
+        &format!("{PREFIX}.requests.active"),
+        ("method", "Cut"),
+    )
+    .expect("requests.active of the cut call");
+    assert_eq!(active.value, 0.0, "nothing left active");
+    let duration = last(&points, "rpc.server.call.duration", ("rpc.method", &full))
+        .expect("rpc.server.call.duration of the cut call");
+    assert_eq!(
+        duration.attributes.get("error.type").map(String::as_str),
+        Some("UNAVAILABLE")
+    );
+    // The handler's task ended with its call.
+    task_ended("Cut").await;
+    // The client reads what was sent before the cut, then no status: the stream was cut.
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            end => break end,
+        }
+    };
+    assert!(end.is_err(), "the client sees the stream cut: {end:?}");
 }

@@ -2,8 +2,10 @@
 //! so no handler or caller writes per-method telemetry. They follow the RPC semantic conventions
 //! (stable since semconv v1.45), defined here because the Rust semconv crate predates them.
 
+mod calls;
 mod client;
 mod server;
+mod status;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,8 +21,10 @@ use tonic::Code;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+pub use calls::ServerCalls;
 pub use client::{GrpcClientLayer, GrpcClientService, SpanAttributes};
 pub use server::{GrpcServerLayer, GrpcServerService};
+pub(crate) use status::StatusFromCode;
 
 /// Semantic-convention attribute names.
 mod attr {
@@ -28,6 +32,8 @@ mod attr {
     pub(super) const RPC_METHOD: &str = "rpc.method";
     pub(super) const RPC_STATUS_CODE: &str = "rpc.status_code";
     pub(super) const ERROR_TYPE: &str = "error.type";
+    pub(super) const SERVER_ADDRESS: &str = "server.address";
+    pub(super) const SERVER_PORT: &str = "server.port";
     pub(super) const MESSAGE_SENT_COUNT: &str = "rpc.message.sent_count";
     pub(super) const MESSAGE_RECEIVED_COUNT: &str = "rpc.message.received_count";
 }
@@ -168,6 +174,11 @@ struct Instruments {
     duration: Histogram<f64>,
     /// The seed's `<prefix>.requests.active` (server only).
     active: Option<UpDownCounter<i64>>,
+    /// The calls open through the layer, for the server's shutdown (server only).
+    open: Option<Arc<calls::OpenCalls>>,
+    /// `server.address` and `server.port` for `rpc.client.call.duration` (client only): built once
+    /// per channel, so a call clones a reference count and an integer.
+    server: Option<[KeyValue; 2]>,
 }
 
 /// One call in flight: its span, start time and instruments. Finishing records the outcome once;
@@ -185,6 +196,9 @@ impl CallRecord {
     fn new(span: Span, labels: Arc<MethodLabels>, instruments: Arc<Instruments>) -> Self {
         if let Some(active) = &instruments.active {
             active.add(1, std::slice::from_ref(&labels.seed));
+        }
+        if let Some(open) = &instruments.open {
+            open.opened();
         }
         Self {
             span,
@@ -247,12 +261,28 @@ impl CallRecord {
             KeyValue::new(attr::RPC_STATUS_CODE, code_name),
             KeyValue::new(attr::ERROR_TYPE, code_name),
         ];
-        let rpc_attrs = if span_error {
-            &rpc_attrs[..]
-        } else {
-            &rpc_attrs[..3]
-        };
-        self.instruments.rpc_duration.record(seconds, rpc_attrs);
+        let len = if span_error { 4 } else { 3 };
+        match &self.instruments.server {
+            // The client's metric carries the server it called (conditionally required).
+            Some([address, port]) => {
+                let [system, method, status, error_type] = rpc_attrs;
+                let all = [
+                    system,
+                    method,
+                    status,
+                    address.clone(),
+                    port.clone(),
+                    error_type,
+                ];
+                self.instruments
+                    .rpc_duration
+                    .record(seconds, &all[..len + 2]);
+            }
+            None => self
+                .instruments
+                .rpc_duration
+                .record(seconds, &rpc_attrs[..len]),
+        }
 
         let error = if failed { "true" } else { "false" };
         let seed_attrs = [self.labels.seed.clone(), KeyValue::new("error", error)];
@@ -272,6 +302,9 @@ impl CallRecord {
         }
         self.record_message_counts();
         self.end_span();
+        if let Some(open) = &self.instruments.open {
+            open.recorded();
+        }
     }
 
     /// `rpc.message.sent_count` and `rpc.message.received_count`: the gRPC messages each way,
@@ -303,10 +336,22 @@ impl CallRecord {
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
-        self.finish(
-            Code::Cancelled,
-            "the call ended before its status was known",
-        );
+        if self.finished {
+            return;
+        }
+        // Once the server has cut its calls at the drain timeout, a call ending unfinished was
+        // cut by the server (the code gRPC gives a server shutting down); before, its peer left.
+        if self.instruments.open.as_ref().is_some_and(|o| o.is_cut()) {
+            self.finish(
+                Code::Unavailable,
+                "cut at shutdown: the server's drain timeout passed first",
+            );
+        } else {
+            self.finish(
+                Code::Cancelled,
+                "the call ended before its status was known",
+            );
+        }
     }
 }
 

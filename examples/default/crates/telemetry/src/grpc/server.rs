@@ -28,6 +28,7 @@ const UNTRACED_SERVICES: [&str; 3] = [
 pub struct GrpcServerLayer {
     instruments: Arc<Instruments>,
     methods: Arc<Methods>,
+    open: Arc<super::calls::OpenCalls>,
 }
 
 /// The methods the server implements, each with its metric labels, and the labels of `_OTHER`.
@@ -74,6 +75,7 @@ impl GrpcServerLayer {
     /// installs the meter provider it records into.
     pub fn new(metric_prefix: &str, descriptor_sets: &[&[u8]]) -> Self {
         let meter = opentelemetry::global::meter("telemetry");
+        let open = Arc::new(super::calls::OpenCalls::default());
         let instruments = Instruments {
             side: Side::Server,
             rpc_duration: duration_histogram(
@@ -98,10 +100,13 @@ impl GrpcServerLayer {
                     .with_description("Number of requests currently being processed")
                     .build(),
             ),
+            open: Some(Arc::clone(&open)),
+            server: None,
         };
         Self {
             instruments: Arc::new(instruments),
             methods: Arc::new(Methods::new(methods(descriptor_sets))),
+            open,
         }
     }
 }
@@ -133,6 +138,13 @@ fn methods(descriptor_sets: &[&[u8]]) -> HashSet<Box<str>> {
         }
     }
     methods
+}
+
+impl GrpcServerLayer {
+    /// The calls open through this layer (and every service it wraps), for the server's shutdown.
+    pub fn calls(&self) -> super::ServerCalls {
+        super::ServerCalls(Arc::clone(&self.open))
+    }
 }
 
 impl<S> Layer<S> for GrpcServerLayer {

@@ -51,6 +51,14 @@ impl GrpcClientLayer {
                 "Outgoing service call duration",
             ),
             active: None,
+            open: None,
+            server: Some([
+                KeyValue::new(
+                    super::attr::SERVER_ADDRESS,
+                    opentelemetry::StringValue::from(Arc::<str>::from(server_address)),
+                ),
+                KeyValue::new(super::attr::SERVER_PORT, i64::from(server_port)),
+            ]),
         };
         Self {
             instruments: Arc::new(instruments),
