@@ -470,6 +470,7 @@ pub fn init_discarding(
                     Discard, settings, resource,
                 )),
                 logger: Some(crate::providers::logger_provider(Discard, resource)),
+                propagation_only: false,
             },
         )
 }

@@ -192,13 +192,23 @@ impl Telemetry {
             defaults::SERVICE_NAMESPACE,
             defaults::RESOURCE_ATTRIBUTES,
         );
+        let filter = subscriber::log_filter((self.env)("RUST_LOG").as_deref(), &mut warnings);
         let io = io::IoThread::start()?;
         // What the SDK says while the exporters are built is written once the subscriber exists.
-        let (providers, said) = diagnostics::collected_while(|| {
+        let (mut providers, said) = diagnostics::collected_while(|| {
             let _on_io_thread = io.handle().enter();
             build(&settings, &resource, &mut warnings)
         });
         warnings.extend(said);
+        if providers.propagation_only
+            && providers.logger.is_none()
+            && !subscriber::writes_lines(&filter)
+        {
+            // Nothing exported and nothing written: no span of this process is ever seen, so it
+            // does what the spec's no-op API does. It makes no spans, and the gRPC layers pass the
+            // caller's context (trace and baggage) on to downstream calls unchanged.
+            providers.tracer = None;
+        }
         if let Some(meter) = &providers.meter {
             opentelemetry::global::set_meter_provider(meter.clone());
             if !process::observe(&meter.meter(METER_SCOPE)) {
@@ -230,7 +240,6 @@ impl Telemetry {
                 (BoxMakeWriter::new(writer), Some(guard))
             }
         };
-        let filter = subscriber::log_filter((self.env)("RUST_LOG").as_deref(), &mut warnings);
         let deferred = self
             .cli
             .defer_diagnostics

@@ -20,6 +20,8 @@ use crate::settings::{ExporterKind, Protocol, Settings, SignalSettings};
 #[derive(Debug, Default)]
 pub(crate) struct Providers {
     pub(crate) tracer: Option<SdkTracerProvider>,
+    /// The tracer exports nothing: it is there to give spans ids to propagate and to log.
+    pub(crate) propagation_only: bool,
     pub(crate) meter: Option<SdkMeterProvider>,
     pub(crate) logger: Option<SdkLoggerProvider>,
 }
@@ -84,6 +86,7 @@ pub(crate) fn build(
     let mut providers = Providers::default();
     if settings.sdk_disabled {
         providers.tracer = propagating_only(settings, resource);
+        providers.propagation_only = true;
         return providers;
     }
     // Metrics first: the log processor takes a meter for its self-diagnostics when it is built.
@@ -110,8 +113,11 @@ pub(crate) fn build(
             .map_err(|e| warnings.push(export_warning("traces", &settings.traces, &e)))
             .ok()
             .map(|exporter| tracer_provider(exporter, resource)),
+    };
+    if providers.tracer.is_none() {
+        providers.tracer = propagating_only(settings, resource);
+        providers.propagation_only = true;
     }
-    .or_else(|| propagating_only(settings, resource));
     providers
 }
 

@@ -364,6 +364,7 @@ pin_project_lite::pin_project! {
         record: Option<CallRecord>,
         deadline: Deadline,
         framing: Framing,
+        carried: Carried,
     }
 }
 
@@ -387,6 +388,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        let _attached = this.carried.attach();
         if let Some(poll) = this.deadline.poll_expired(cx, this.record.as_mut()) {
             return poll;
         }
@@ -608,6 +610,31 @@ pin_project_lite::pin_project! {
         inner: tracing::instrument::Instrumented<F>,
         record: Option<CallRecord>,
         deadline: Option<tokio::time::Instant>,
+        carried: Carried,
+    }
+}
+
+/// The caller's OpenTelemetry context, carried through a call that has no span of its own (nothing
+/// exported, nothing written: see `subscriber::build`), so that calls the handler makes downstream
+/// continue the caller's trace and baggage as the spec's no-op API would.
+#[derive(Debug, Default)]
+struct Carried(Option<opentelemetry::Context>);
+
+impl Carried {
+    /// `context` when there is something in it to carry.
+    fn new(context: opentelemetry::Context) -> Self {
+        use opentelemetry::baggage::BaggageExt as _;
+        use opentelemetry::trace::TraceContextExt as _;
+        Self((context.has_active_span() || !context.baggage().is_empty()).then_some(context))
+    }
+
+    /// Makes the carried context current until the guard drops (for one poll).
+    fn attach(&self) -> Option<opentelemetry::ContextGuard> {
+        self.0.as_ref().map(|context| context.clone().attach())
+    }
+
+    fn take(&mut self) -> Self {
+        Self(self.0.take())
     }
 }
 
@@ -618,6 +645,7 @@ impl<F> ResponseFuture<F> {
             inner: tracing::Instrument::instrument(inner, Span::none()),
             record: None,
             deadline: None,
+            carried: Carried::default(),
         }
     }
 
@@ -627,7 +655,14 @@ impl<F> ResponseFuture<F> {
             inner: tracing::Instrument::instrument(inner, span),
             record: Some(record),
             deadline: None,
+            carried: Carried::default(),
         }
+    }
+
+    /// Runs the call, and its response body, with `context` current: for calls without a span.
+    fn carrying(mut self, context: Carried) -> Self {
+        self.carried = context;
+        self
     }
 
     /// Ends the response stream as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes: tonic
@@ -653,7 +688,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let result = {
+            let _attached = this.carried.attach();
+            ready!(this.inner.poll(cx))
+        };
         let mut record = this.record.take();
         Poll::Ready(match result {
             Ok(response) => {
@@ -665,11 +703,13 @@ where
                     record = None;
                 }
                 let deadline = Deadline::new(*this.deadline);
+                let carried = this.carried.take();
                 Ok(response.map(|inner| TracedBody {
                     inner,
                     record,
                     deadline,
                     framing: Framing::default(),
+                    carried,
                 }))
             }
             Err(error) => {

@@ -13,7 +13,8 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{
-    CallRecord, Instruments, MethodLabels, ResponseFuture, RpcPath, Side, duration_histogram,
+    CallRecord, Carried, Instruments, MethodLabels, ResponseFuture, RpcPath, Side,
+    duration_histogram,
 };
 
 /// Services that are plumbing, not traffic: neither traced nor counted.
@@ -219,9 +220,14 @@ where
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&StrictExtractor(HeaderExtractor(request.headers())))
         });
-        if let Err(error) = span.set_parent(parent) {
-            tracing::debug!(%error, "could not continue the caller's trace");
-        }
+        let carried = if span.is_disabled() {
+            Carried::new(parent)
+        } else {
+            if let Err(error) = span.set_parent(parent) {
+                tracing::debug!(%error, "could not continue the caller's trace");
+            }
+            Carried::default()
+        };
 
         let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.instruments));
         let timeout = super::grpc_timeout(request.headers());
@@ -232,6 +238,7 @@ where
             record,
         )
         .with_deadline(timeout)
+        .carrying(carried)
     }
 }
 
@@ -320,6 +327,82 @@ fn well_formed_tracestate(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{well_formed_traceparent, well_formed_tracestate};
+
+    /// With nothing exported and nothing written, a call makes no span, and the caller's trace
+    /// and baggage reach the calls its handler makes as they came, as with the spec's no-op API.
+    #[test]
+    fn without_spans_the_callers_context_passes_on_downstream_unchanged() {
+        use std::convert::Infallible;
+        use std::sync::{Arc, Mutex};
+
+        use opentelemetry::propagation::TextMapCompositePropagator;
+        use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+        use tower::{Layer as _, ServiceExt as _};
+
+        opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        let subscriber = crate::subscriber::build(
+            "test".to_owned(),
+            "off".parse().expect("a filter"),
+            std::io::sink,
+            false,
+            None,
+            None,
+            crate::subscriber::LineFormat::default(),
+        );
+        let ok = || {
+            http::Response::builder()
+                .header("grpc-status", "0")
+                .body(tonic::body::Body::empty())
+                .expect("a response")
+        };
+        let seen = Arc::new(Mutex::new(http::HeaderMap::new()));
+        let downstream = tower::service_fn({
+            let seen = Arc::clone(&seen);
+            move |request: http::Request<tonic::body::Body>| {
+                *seen.lock().expect("not poisoned") = request.headers().clone();
+                async move { Ok::<_, Infallible>(ok()) }
+            }
+        });
+        let client =
+            crate::grpc::GrpcClientLayer::new("test", "downstream", 50052).layer(downstream);
+        let handler = tower::service_fn(move |_request: http::Request<tonic::body::Body>| {
+            let client = client.clone();
+            async move {
+                let call = http::Request::post("/down.v1.Down/Call")
+                    .body(tonic::body::Body::empty())
+                    .expect("a request");
+                let _ = client.oneshot(call).await;
+                Ok::<_, Infallible>(ok())
+            }
+        });
+        let server = super::GrpcServerLayer::new("test", &[]).layer(handler);
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let request = http::Request::post("/up.v1.Up/Call")
+                    .header("traceparent", traceparent)
+                    .header("baggage", "tenant=acme")
+                    .body(tonic::body::Body::empty())
+                    .expect("a request");
+                let _ = server.oneshot(request).await;
+            });
+        });
+        let headers = seen.lock().expect("not poisoned").clone();
+        assert_eq!(
+            headers.get("traceparent").map(|v| v.as_bytes()),
+            Some(traceparent.as_bytes())
+        );
+        assert_eq!(
+            headers.get("baggage").map(|v| v.as_bytes()),
+            Some(&b"tenant=acme"[..])
+        );
+    }
 
     #[test]
     fn only_well_formed_tracestates_pass() {

@@ -123,8 +123,14 @@ where
                 span.set_attribute(attribute.key, attribute.value);
             }
         }
-        // Reading the context starts the span, so the injected ids are the exported ones.
-        let context = span.context();
+        // Reading the context starts the span, so the injected ids are the exported ones. Without
+        // spans (nothing exported or written), the server layer has made the caller's context
+        // current: it goes on as it came.
+        let context = if span.is_disabled() {
+            opentelemetry::Context::current()
+        } else {
+            span.context()
+        };
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });
