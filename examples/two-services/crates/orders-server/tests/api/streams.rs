@@ -99,9 +99,6 @@ impl tower::Service<http::Request<tonic::body::Body>> for Shapes {
     }
 }
 
-/// `ServerStream`: as many messages as asked, [`GAP`] apart. `Fails`: two messages, then
-/// INTERNAL. Any other name: a message every 20 ms until the client goes away. The messages are
-/// sent by a spawned task, as a handler that streams usually does.
 /// The methods whose streaming task has returned.
 static ENDED_TASKS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
@@ -125,6 +122,9 @@ async fn task_ended(method: &str) {
     }
 }
 
+/// `ServerStream`: as many messages as asked, [`GAP`] apart. `Fails`: two messages, then
+/// INTERNAL. Any other name: a message every 20 ms until the client goes away. The messages are
+/// sent by a spawned task, as a handler that streams usually does.
 fn server_stream(method: &str, request: Request<u64>) -> MessageStream {
     let (sender, receiver) = mpsc::channel(1);
     let asked = request.into_inner();
