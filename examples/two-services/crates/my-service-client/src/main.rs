@@ -1,10 +1,10 @@
 //! The CLI: calls `ProcessRequest` once and prints the result and the trace id (with
 //! `--method stream-results`, calls `StreamResults` and prints each result as it arrives), or,
-//! with `--requests`/`--duration`, loads the server with either method and prints a summary. Its log lines go to stderr,
-//! so stdout carries only the answer: readable lines on a terminal, bunyan JSON otherwise (or with
-//! `--log-format json`). The SDK's own diagnostics (a collector that is down, spans dropped) are
-//! said once, counted, after the answer; telemetry gets a short flush budget, so a call exits
-//! about a second after its answer even when no collector listens.
+//! with `--requests`/`--duration`, loads the server with either method and prints a summary. Its
+//! log lines go to stderr, so stdout carries only the answer: readable lines on a terminal, bunyan
+//! JSON otherwise (or with `--log-format json`). The SDK's own diagnostics (a collector that is
+//! down, spans dropped) are said once, counted, after the answer; telemetry gets a short flush
+//! budget, so a call exits about a second after its answer even when no collector listens.
 
 // The library is named after the service; the rest of this crate calls it `client`.
 extern crate my_service_client as client;
