@@ -213,6 +213,7 @@ def by_hand(a: argparse.Namespace, rotel: Rotel) -> None:
     print(f"""  cd {ws}
   cargo run -p {server}                          # terminal 1: the server (JSON lines on stdout)
   cargo run -p {client} -- --id hello            # terminal 2: one call; --id '' fails
+  cargo run -p {client} -- --method stream-results --count 5   # a server stream: each result as it arrives
   cargo run -p {client} -- --requests 1000       # load mode: progress, then a summary
   OTEL_TRACES_EXPORTER=console cargo run -p {client} -- --id hello   # spans on stderr, no collector
   # this demo again on the built binaries (rotel and the receiver on free ports):

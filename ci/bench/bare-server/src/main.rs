@@ -1,10 +1,12 @@
 //! `ProcessRequest` as the render answers it (an empty id is INVALID_ARGUMENT, the query waits
-//! `DB_LATENCY_MS`), with nothing else: no telemetry, no layers, no health or reflection.
+//! `DB_LATENCY_MS`), with nothing else: no telemetry, no layers, no health or reflection. The
+//! benchmark sends no `StreamResults`, so that one is UNIMPLEMENTED here.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proto::{MyRequest, MyResponse};
+use proto::{MyRequest, MyResponse, StreamRequest, StreamResult};
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 struct Handler {
@@ -26,6 +28,15 @@ impl proto::Service for Handler {
         Ok(Response::new(MyResponse {
             result: "success".into(),
         }))
+    }
+
+    type StreamResultsStream = BoxStream<StreamResult>;
+
+    async fn stream_results(
+        &self,
+        _request: Request<StreamRequest>,
+    ) -> Result<Response<Self::StreamResultsStream>, Status> {
+        Err(Status::unimplemented("the benchmark baseline serves ProcessRequest only"))
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::ProcessError;
+pub use service::{MAX_STREAM_COUNT, MAX_STREAM_INTERVAL_MS};
 
 /// Serves the gRPC API, health and reflection on `listener` until `shutdown` completes; then stops
 /// accepting, lets in-flight calls finish for up to the configured drain timeout, cuts the ones

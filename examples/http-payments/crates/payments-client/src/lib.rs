@@ -9,7 +9,9 @@ use opentelemetry::KeyValue;
 use telemetry::grpc::{GrpcClientLayer, GrpcClientService, SpanAttributes};
 use tonic::transport::{Channel, Endpoint};
 
-pub use proto::{DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME};
+pub use proto::{
+    DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME, StreamRequest, StreamResult,
+};
 
 /// Why [`Client::connect`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,31 @@ impl Client {
             )]));
         self.inner
             .process_request(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Calls `StreamResults`: asks for `count` results of `id`, `interval` apart, and returns the
+    /// stream of results (read it with `.message().await` until `None`; an error ends it). The
+    /// call's CLIENT span lasts until the stream ends, or until it is dropped (CANCELLED).
+    pub async fn stream_results(
+        &mut self,
+        id: impl Into<String>,
+        count: u32,
+        interval: Duration,
+    ) -> Result<tonic::Streaming<StreamResult>, tonic::Status> {
+        let id = id.into();
+        let shown = telemetry::bounded(&id).to_owned();
+        let mut request = tonic::Request::new(StreamRequest {
+            id,
+            count,
+            interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+        });
+        request
+            .extensions_mut()
+            .insert(SpanAttributes(vec![KeyValue::new("request.id", shown)]));
+        self.inner
+            .stream_results(request)
             .await
             .map(tonic::Response::into_inner)
     }

@@ -1,6 +1,6 @@
 //! Load mode: many concurrent calls over one connection, an HDR latency histogram, and a summary
 //! of throughput, errors by status code and latency percentiles. Light enough to load a server on
-//! the same two-core machine.
+//! the same two-core machine. A streaming call counts as one call, measured to its stream's end.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +20,20 @@ pub enum Amount {
     Duration(Duration),
 }
 
+/// Which RPC the load sends.
+#[derive(Clone, Copy, Debug)]
+pub enum Call {
+    /// `ProcessRequest`: one unary call each.
+    ProcessRequest,
+    /// `StreamResults`: each call asks for `count` results `interval` apart and reads them all.
+    StreamResults {
+        /// Results asked of each stream.
+        count: u32,
+        /// The pause the server makes between two results.
+        interval: Duration,
+    },
+}
+
 /// What one load run measured.
 #[derive(Clone, Debug)]
 pub struct Summary {
@@ -33,6 +47,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Latency of every call, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Streamed results received, over all calls; `None` for unary calls.
+    pub messages: Option<u64>,
 }
 
 impl Summary {
@@ -47,7 +63,7 @@ impl Summary {
 
     /// The summary as one JSON object, for scripts.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "requests": self.requests,
             "ok": self.ok,
             "errors": self.errors,
@@ -59,13 +75,17 @@ impl Summary {
                 "p99": self.percentile_ms(0.99),
                 "max": self.latency_us.max() as f64 / 1000.0,
             },
-        })
+        });
+        if let Some(messages) = self.messages {
+            json["messages"] = messages.into();
+        }
+        json
     }
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
+        write!(
             f,
             "requests: {} in {:.2}s ({:.1} req/s), ok: {}, failed: {}",
             self.requests,
@@ -74,6 +94,10 @@ impl std::fmt::Display for Summary {
             self.ok,
             self.requests - self.ok
         )?;
+        match self.messages {
+            Some(messages) => writeln!(f, ", results streamed: {messages}")?,
+            None => writeln!(f)?,
+        }
         for (code, count) in &self.errors {
             writeln!(f, "  {code}: {count}")?;
         }
@@ -88,9 +112,11 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Sends `amount` calls with `concurrency` in flight; `on_done` runs after each call (progress).
+/// Sends `amount` calls of `call` with `concurrency` in flight; `on_done` runs after each call
+/// (progress).
 pub async fn run(
     client: &Client,
+    call: Call,
     amount: Amount,
     concurrency: usize,
     id_prefix: &str,
@@ -124,8 +150,17 @@ pub async fn run(
                         break;
                     }
                     let call_started = Instant::now();
-                    let result = client.process_request(format!("{id_prefix}{index}")).await;
-                    part.record(call_started.elapsed(), result.err().map(|s| s.code()));
+                    let id = format!("{id_prefix}{index}");
+                    let error = match call {
+                        Call::ProcessRequest => client.process_request(id).await.err(),
+                        Call::StreamResults { count, interval } => {
+                            let (received, error) =
+                                read_stream(&mut client, id, count, interval).await;
+                            part.messages += received;
+                            error
+                        }
+                    };
+                    part.record(call_started.elapsed(), error.map(|s| s.code()));
                     on_done();
                 }
                 part
@@ -147,12 +182,36 @@ pub async fn run(
         errors: total.errors,
         elapsed: started.elapsed(),
         latency_us: total.latency,
+        messages: matches!(call, Call::StreamResults { .. }).then_some(total.messages),
+    }
+}
+
+/// One `StreamResults` call read to its end: how many results it brought, and how it failed.
+async fn read_stream(
+    client: &mut Client,
+    id: String,
+    count: u32,
+    interval: Duration,
+) -> (u64, Option<tonic::Status>) {
+    let mut stream = match client.stream_results(id, count, interval).await {
+        Ok(stream) => stream,
+        Err(status) => return (0, Some(status)),
+    };
+    let mut received = 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => return (received, None),
+            Err(status) => return (received, Some(status)),
+        }
     }
 }
 
 /// One worker's share of the measurements, merged at the end so workers never contend.
 struct Part {
     ok: u64,
+    /// Streamed results received.
+    messages: u64,
     errors: BTreeMap<&'static str, u64>,
     latency: Histogram<u64>,
 }
@@ -161,6 +220,7 @@ impl Part {
     fn new() -> Self {
         Self {
             ok: 0,
+            messages: 0,
             errors: BTreeMap::new(),
             // 1 µs to 1 hour at 3 significant digits; auto-resize covers anything longer.
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -190,6 +250,7 @@ impl Part {
 
     fn merge(&mut self, other: Part) {
         self.ok += other.ok;
+        self.messages += other.messages;
         for (code, count) in other.errors {
             *self.errors.entry(code).or_default() += count;
         }

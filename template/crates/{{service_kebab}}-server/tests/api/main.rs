@@ -17,5 +17,6 @@ mod neighbour;
 mod process;
 mod propagation;
 mod shutdown;
+mod stream_results;
 mod streams;
 mod traces;

@@ -14,5 +14,6 @@ mod metrics;
 mod process;
 mod propagation;
 mod shutdown;
+mod stream_results;
 mod streams;
 mod traces;

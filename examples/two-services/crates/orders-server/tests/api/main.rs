@@ -15,5 +15,6 @@ mod neighbour;
 mod process;
 mod propagation;
 mod shutdown;
+mod stream_results;
 mod streams;
 mod traces;
