@@ -139,13 +139,14 @@ impl Handler {
 }
 
 /// The span of one (simulated) database query.
+/// A call to a database server: a CLIENT span with the database conventions' stable names
+/// (semconv v1.33.0 and later).
 fn database_query_span() -> Span {
     tracing::info_span!(
         "database-query",
+        otel.kind = "client",
         db.system.name = "postgresql",
         db.operation.name = "SELECT",
-        db.system = "postgresql",
-        db.operation = "SELECT",
     )
 }
 
