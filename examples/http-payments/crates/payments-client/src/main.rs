@@ -54,6 +54,19 @@ struct Args {
     #[arg(long)]
     json: bool,
 
+    /// TLS (for an https:// --server): the CA bundle (PEM) that signed the server's certificate;
+    /// the system's roots when unset.
+    #[arg(long, env = "TLS_CA_FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: the client certificate chain (PEM) to present.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
     /// Log lines on stderr: `human` (readable), `json` (bunyan, for machines) or `auto` (human
     /// when stderr is a terminal).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
@@ -70,6 +83,14 @@ enum LogFormat {
 /// How long the CLI waits for its telemetry to be delivered once it has its answer; a server
 /// keeps the telemetry crate's full budget.
 const FLUSH_BUDGET: Duration = Duration::from_millis(800);
+
+fn tls(args: &Args) -> client::Tls {
+    client::Tls {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    }
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -146,7 +167,7 @@ async fn call_once(args: &Args) -> ExitCode {
     let span = tracing::info_span!("cli.process_request");
     let trace_id = span.context().span().span_context().trace_id();
     let outcome = async {
-        let mut client = client::Client::connect(&server(args), timeout)
+        let mut client = client::Client::connect_with_tls(&server(args), timeout, &tls(args))
             .await
             .map_err(|e| e.to_string())?;
         client.process_request(id).await.map_err(|status| {
@@ -176,7 +197,7 @@ async fn call_once(args: &Args) -> ExitCode {
 
 async fn load_server(args: &Args, amount: Amount) -> ExitCode {
     let timeout = Duration::from_secs(args.connect_timeout_secs);
-    let client = match client::Client::connect(&server(args), timeout).await {
+    let client = match client::Client::connect_with_tls(&server(args), timeout, &tls(args)).await {
         Ok(client) => client,
         Err(error) => {
             eprintln!("error: {error}");

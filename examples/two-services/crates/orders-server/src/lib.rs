@@ -15,8 +15,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub use config::Config;
 pub use error::ProcessError;
 
-/// Serves the gRPC API, health and reflection on `listener` until `shutdown` completes; then stops
-/// accepting, lets in-flight calls finish for up to the configured drain timeout, and returns.
+/// Serves the gRPC API, health and reflection on `listener` (over TLS when the configuration names
+/// a certificate) until `shutdown` completes; then stops accepting, lets in-flight calls finish for
+/// up to the configured drain timeout, and returns.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -25,6 +26,15 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("the listener has no address")?;
+    let tls = config.tls()?;
+    if tls.is_some() {
+        let clients = if config.tls_client_ca.is_some() {
+            "only clients with a certificate signed by --tls-client-ca"
+        } else {
+            "any client"
+        };
+        tracing::info!("TLS is on: serving {clients}");
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<proto::ServiceServer<service::Handler>>()
@@ -45,7 +55,13 @@ pub async fn run(
             .await;
         let _ = draining_tx.send(());
     };
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("the TLS configuration is not usable")?;
+    }
+    let serve = builder
         .layer(telemetry::grpc::GrpcServerLayer::new(
             proto::METRIC_PREFIX,
             &[proto::FILE_DESCRIPTOR_SET],

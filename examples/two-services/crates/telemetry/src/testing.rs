@@ -584,9 +584,10 @@ impl Pki {
         std::fs::create_dir_all(&dir)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "test CA");
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("test CA {}", uuid::Uuid::new_v4()),
+        );
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
         let write = |name: &str, contents: String| std::fs::write(dir.join(name), contents);
         write("ca.pem", ca.pem())?;

@@ -18,4 +18,5 @@ mod process;
 mod propagation;
 mod shutdown;
 mod streams;
+mod tls;
 mod traces;

@@ -16,4 +16,5 @@ mod process;
 mod propagation;
 mod shutdown;
 mod streams;
+mod tls;
 mod traces;
