@@ -267,6 +267,16 @@ impl ExporterTls {
     }
 }
 
+/// Makes `ring` the process's default rustls provider, for the clients built without a
+/// configuration of ours: the OTLP/HTTP exporter's own reqwest client for an `http://` endpoint
+/// panics while being built when no provider is installed. Idempotent; a provider installed
+/// before (by the application) is kept.
+pub(crate) fn install_default_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// The operating system's trusted roots (on Linux, /etc/ssl/certs and the like).
 fn system_roots() -> Result<rustls::RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
@@ -390,6 +400,20 @@ mod tests {
                 receiver.points().iter().any(|p| p.metric == "tls.calls"),
                 "{protocol}: no metric"
             );
+        }
+    }
+
+    /// The exporter's own plaintext HTTP client needs a process-wide rustls provider to be built.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn all_three_signals_still_arrive_in_plaintext_on_both_protocols() {
+        for protocol in ["grpc", "http/protobuf"] {
+            let receiver = Receiver::start().await.expect("a receiver");
+            let (warnings, problems) = export_all(env(&receiver, protocol, &[])).await;
+            assert!(warnings.is_empty(), "{protocol}: {warnings:?}");
+            assert!(problems.is_empty(), "{protocol}: {problems:?}");
+            assert!(!receiver.spans().is_empty(), "{protocol}: no span");
+            assert!(!receiver.logs().is_empty(), "{protocol}: no log");
+            assert!(!receiver.points().is_empty(), "{protocol}: no metric");
         }
     }
 

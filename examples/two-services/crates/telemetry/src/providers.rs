@@ -82,6 +82,7 @@ pub(crate) fn build(
     warnings: &mut Vec<String>,
 ) -> Providers {
     let mut providers = Providers::default();
+    crate::tls::install_default_provider();
     if settings.sdk_disabled {
         providers.tracer = propagating_only(settings, resource);
         return providers;
