@@ -171,8 +171,16 @@ async fn call_once(args: &Args) -> ExitCode {
             .await
             .map_err(|e| e.to_string())?;
         client.process_request(id).await.map_err(|status| {
+            // A transport error (a TLS alert, say) is UNKNOWN "transport error": the reason is in
+            // its source.
+            let mut cause = String::new();
+            let mut source = std::error::Error::source(&status);
+            while let Some(error) = source {
+                cause.push_str(&format!(": {error}"));
+                source = error.source();
+            }
             format!(
-                "{}: {}",
+                "{}: {}{cause}",
                 telemetry::grpc::code_name(status.code()),
                 status.message()
             )

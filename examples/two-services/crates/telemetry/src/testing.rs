@@ -576,8 +576,9 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Makes the CA and both certificates. Files: `ca.pem`, `server.pem`, `server.key`,
-    /// `client.pem`, `client.key`.
+    /// Makes the CA and the certificates. Files: `ca.pem`, `server.pem`, `server.key`,
+    /// `client.pem`, `client.key`, and `expired.pem`/`expired.key` (a server certificate for
+    /// `localhost` that expired in 2000).
     pub fn new() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
         let dir = std::env::temp_dir().join(format!("tls-test-{}", uuid::Uuid::new_v4()));
@@ -603,6 +604,13 @@ impl Pki {
             write(&format!("{name}.pem"), cert.pem())?;
             write(&format!("{name}.key"), key.serialize_pem())?;
         }
+        // A server certificate that expired long ago, for the tests of what a peer does with it.
+        let key = KeyPair::generate()?;
+        let mut expired = CertificateParams::new(vec!["localhost".to_owned()])?;
+        expired.not_before = rcgen::date_time_ymd(1999, 1, 1);
+        expired.not_after = rcgen::date_time_ymd(2000, 1, 1);
+        write("expired.pem", expired.signed_by(&key, &ca)?.pem())?;
+        write("expired.key", key.serialize_pem())?;
         Ok(Self { dir })
     }
 

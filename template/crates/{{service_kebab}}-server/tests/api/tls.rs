@@ -92,6 +92,32 @@ async fn a_client_that_does_not_trust_the_server_gets_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_client_refuses_an_expired_server_certificate_and_says_so() {
+    let pki = Pki::new().unwrap();
+    // Started by hand: spawn_app_tls would connect its own client, which this certificate fails.
+    world();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = server::Config::for_address(listener.local_addr().unwrap());
+    config.tls_cert = Some(pki.path("expired.pem"));
+    config.tls_key = Some(pki.path("expired.key"));
+    let server = tokio::spawn(server::run(listener, config, std::future::pending()));
+    let url = format!("https://localhost:{port}");
+    let error =
+        client::Client::connect_with_tls(&url, Duration::from_secs(5), &client_tls(&pki, false))
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.contains("invalid peer certificate: certificate expired"),
+        "{error}"
+    );
+    server.abort();
+}
+
+#[tokio::test]
 async fn a_mutual_tls_server_refuses_a_client_without_a_certificate() {
     let pki = Pki::new().unwrap();
     let app = spawn_app_tls(server_tls(&pki, true), Some(&client_tls(&pki, true))).await;
