@@ -31,5 +31,15 @@ if [[ -f compose.yaml ]]; then
     ensure_compose
     "${COMPOSE[@]}" -f compose.yaml config -q
 fi
+if [[ -f deny.toml && ${DENY:-1} == 1 ]]; then
+    step "$(basename "$dir"): cargo deny (licences, bans, sources, advisories)"
+    ensure_cargo_deny
+    ensure_advisory_db
+    # The render's own policy, pointed at the local advisory snapshot; --offline also makes cargo
+    # metadata offline, so every platform's crates are fetched first.
+    sed "s|^\[advisories\]$|[advisories]\ndb-path = \"$ADVISORY_DB_PATH\"|" deny.toml >"$WORK/deny-ci.toml"
+    cargo fetch --locked >/dev/null
+    timed "$CARGO_DENY" --offline --config "$WORK/deny-ci.toml" check
+fi
 step "$(basename "$dir"): test"
 timed cargo test --locked

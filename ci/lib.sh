@@ -67,6 +67,43 @@ ensure_cargo_generate() {
     CARGO_GENERATE=cargo-generate
 }
 
+# cargo-deny checks a render's licences, bans, sources and advisories (ci/check-render.sh).
+CARGO_DENY_PIN=0.20.2
+# ensure_cargo_deny: sets CARGO_DENY to cargo-deny $CARGO_DENY_PIN, installed beside the other
+# caches once (about 2 minutes) when it is not there, leaving any cargo-deny on PATH alone.
+ensure_cargo_deny() {
+    local root=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/cargo-deny-$CARGO_DENY_PIN
+    CARGO_DENY=$root/bin/cargo-deny
+    if command -v cargo-deny >/dev/null 2>&1 &&
+        [[ $(cargo-deny --version 2>/dev/null | awk '{print $NF}') == "$CARGO_DENY_PIN" ]]; then
+        CARGO_DENY=$(command -v cargo-deny)
+        return 0
+    fi
+    [[ -x $CARGO_DENY ]] && return 0
+    step "installing cargo-deny $CARGO_DENY_PIN into $root (about 2 minutes, once)"
+    cargo install "cargo-deny@$CARGO_DENY_PIN" --locked --root "$root"
+}
+
+# The RustSec advisory database cargo-deny reads. Machines without access to its git host use the
+# snapshot in ../shared/data (see ../shared/notes/offline-security-checks.md); a hosted CI with
+# internet should drop --offline and db-path and let cargo-deny fetch the live database.
+ADVISORY_SNAPSHOT=${ADVISORY_SNAPSHOT:-$REPO/../shared/data/rustsec-advisory-db-2026-08-21.tar.gz}
+# ensure_advisory_db: sets ADVISORY_DB_PATH to a db-path that holds the snapshot where cargo-deny
+# looks for it (a git repository named after the default URL), unpacking it once.
+ensure_advisory_db() {
+    ADVISORY_DB_PATH=$WORK/advisory-dbs
+    local db=$ADVISORY_DB_PATH/advisory-db-3157b0e258782691
+    [[ -d $db/.git ]] && return 0
+    [[ -f $ADVISORY_SNAPSHOT ]] || die "no advisory database snapshot at $ADVISORY_SNAPSHOT (set ADVISORY_SNAPSHOT)"
+    local tmp
+    tmp=$(mktemp -d)
+    tar -xzf "$ADVISORY_SNAPSHOT" -C "$tmp"
+    mkdir -p "$ADVISORY_DB_PATH"
+    rm -rf "$db"
+    mv "$tmp/advdb" "$db"
+    rm -rf "$tmp"
+}
+
 # What the e2e harness imports (ci/e2e/otlp_receiver.py decodes OTLP with them); pinned.
 E2E_PYTHON_PACKAGES=(grpcio==1.85.3 protobuf==7.36.2 opentelemetry-proto==1.45.2)
 

@@ -31,11 +31,13 @@ import http.server
 import json
 import os
 import signal
+import ssl
 import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 try:
@@ -404,11 +406,17 @@ class Receiver:
 
     Every request is decoded on arrival and counted (:attr:`counts`); unless ``count_only``,
     the messages are kept and turned into records by :meth:`telemetry`. ``record`` names a
-    file that gets every raw request (see :func:`read_recording`), for test samples."""
+    file that gets every raw request (see :func:`read_recording`), for test samples.
+
+    ``tls`` = (certificate chain file, key file) serves both protocols over TLS (endpoints become
+    ``https://``); with ``client_ca`` (a CA bundle file) only exporters presenting a certificate
+    it signed are served (mutual TLS)."""
 
     def __init__(self, host: str = "127.0.0.1", grpc_port: int = 0, http_port: int | None = 0,
-                 count_only: bool = False, record: str | None = None, workers: int = 8) -> None:
+                 count_only: bool = False, record: str | None = None, workers: int = 8,
+                 tls: tuple[str, str] | None = None, client_ca: str | None = None) -> None:
         self.host, self.grpc_port, self.http_port = host, grpc_port, http_port
+        self.tls, self.client_ca = tls, client_ca
         self.count_only = count_only
         self.workers = workers
         self._record_path = record
@@ -425,12 +433,16 @@ class Receiver:
     # -- endpoints -------------------------------------------------------------------------
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def grpc_endpoint(self) -> str:
-        return f"http://{self.host}:{self.grpc_port}"
+        return f"{self.scheme}://{self.host}:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{self.scheme}://{self.host}:{self.http_port}"
 
     def otel_env(self, protocol: str = "grpc") -> dict[str, str]:
         """OTEL_EXPORTER_OTLP_* variables pointing an SDK straight at this receiver."""
@@ -449,7 +461,14 @@ class Receiver:
         for sig, (_, service, _) in SIGNALS.items():
             handler = grpc.unary_unary_rpc_method_handler(self._grpc_export(sig))  # bytes in, bytes out
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": handler}),))
-        port = server.add_insecure_port(f"{self.host}:{self.grpc_port}")
+        if self.tls:
+            chain, key = (Path(f).read_bytes() for f in self.tls)
+            ca = Path(self.client_ca).read_bytes() if self.client_ca else None
+            creds = grpc.ssl_server_credentials([(key, chain)], root_certificates=ca,
+                                                require_client_auth=ca is not None)
+            port = server.add_secure_port(f"{self.host}:{self.grpc_port}", creds)
+        else:
+            port = server.add_insecure_port(f"{self.host}:{self.grpc_port}")
         if port == 0:
             raise OSError(f"cannot listen on {self.host}:{self.grpc_port} (gRPC)")
         self.grpc_port = port
@@ -458,6 +477,13 @@ class Receiver:
         if self.http_port is not None:
             self._http = _HttpServer((self.host, self.http_port), _HttpHandler)
             self._http.receiver = self
+            if self.tls:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(*self.tls)
+                if self.client_ca:
+                    context.load_verify_locations(self.client_ca)
+                    context.verify_mode = ssl.CERT_REQUIRED
+                self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
             self.http_port = self._http.server_address[1]
             threading.Thread(target=self._http.serve_forever, name="otlp-http", daemon=True).start()
         self.started_at = time.monotonic()

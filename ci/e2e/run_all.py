@@ -63,6 +63,10 @@ SCENARIOS = [
               "spans_dropped_reported", "cpu_s.server"]),
     Scenario("bad-input", "scenario_bad_input.py", [], [], 300,
              ["mutations.sent", "mutations.http_2xx", "mutations.continued", "mutations.new_trace", "special_codes"]),
+    Scenario("tls-grpc", "scenario_tls.py", ["--protocol", "grpc"], ["--protocol", "grpc"], 120,
+             ["spans_in_trace", "server_log_records"]),
+    Scenario("tls-http", "scenario_tls.py", ["--protocol", "http/protobuf"], ["--protocol", "http/protobuf"], 120,
+             ["spans_in_trace", "server_log_records"]),
 ]
 VERDICT = {0: "PASS", 1: "FAIL", 2: "ERROR"}
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
@@ -76,14 +76,15 @@ pub(crate) fn resource(
         .build()
 }
 
-/// Builds what `settings` asks for. An exporter that cannot be built (an https endpoint in a build
-/// without TLS, say) leaves its signal off with a warning: telemetry never stops the service.
+/// Builds what `settings` asks for. An exporter that cannot be built (a bad TLS file for an https
+/// endpoint, say) leaves its signal off with one warning: telemetry never stops the service.
 pub(crate) fn build(
     settings: &Settings,
     resource: &Resource,
     warnings: &mut Vec<String>,
 ) -> Providers {
     let mut providers = Providers::default();
+    crate::tls::install_default_provider();
     if settings.sdk_disabled {
         providers.tracer = propagating_only(settings, resource);
         providers.propagation_only = true;
@@ -147,22 +148,37 @@ fn export_warning(
 // The builders differ in type per protocol and per signal, so one macro body serves the three.
 macro_rules! otlp_exporter {
     ($name:ident, $exporter:ty) => {
-        fn $name(s: &SignalSettings) -> Result<$exporter, opentelemetry_otlp::ExporterBuildError> {
+        fn $name(s: &SignalSettings) -> Result<$exporter, String> {
             // The endpoint and timeout are always set here: Settings already applied the env
             // precedence, and an explicit value keeps the SDK from re-reading (and re-judging) it.
+            // An https endpoint gets the TLS of crate::tls (the SDK reads no certificate variable).
+            let tls = crate::tls::ExporterTls::for_endpoint(s).map_err(|e| e.to_string())?;
             match s.protocol {
-                Protocol::Grpc => <$exporter>::builder()
-                    .with_tonic()
-                    .with_endpoint(&s.endpoint)
-                    .with_timeout(s.timeout)
-                    .build(),
-                Protocol::HttpProtobuf => <$exporter>::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(&s.endpoint)
-                    .with_timeout(s.timeout)
-                    .build(),
+                Protocol::Grpc => {
+                    let builder = <$exporter>::builder()
+                        .with_tonic()
+                        .with_endpoint(&s.endpoint)
+                        .with_timeout(s.timeout);
+                    match tls {
+                        Some(tls) => builder.with_tls_config(tls.tonic()),
+                        None => builder,
+                    }
+                    .build()
+                }
+                Protocol::HttpProtobuf => {
+                    let builder = <$exporter>::builder()
+                        .with_http()
+                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                        .with_endpoint(&s.endpoint)
+                        .with_timeout(s.timeout);
+                    match tls {
+                        Some(tls) => builder.with_http_client(tls.http_client(s.timeout)?),
+                        None => builder,
+                    }
+                    .build()
+                }
             }
+            .map_err(|e| e.to_string())
         }
     };
 }

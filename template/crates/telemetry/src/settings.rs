@@ -81,6 +81,8 @@ pub struct SignalSettings {
     pub endpoint: String,
     /// Per-export timeout, which also bounds the SDK's retries.
     pub timeout: Duration,
+    /// CA bundle and client certificate for an `https` endpoint.
+    pub tls: crate::tls::ExporterTlsFiles,
 }
 
 /// The workspace's compiled-in defaults, used when the environment says nothing.
@@ -286,11 +288,27 @@ impl Reader<'_> {
             generic.timeout,
             true,
         );
+        let tls = self.tls_files(infix);
         SignalSettings {
             exporter,
             protocol,
             endpoint,
             timeout,
+            tls,
+        }
+    }
+
+    /// The signal's own file variable wins over the generic one, each on its own.
+    fn tls_files(&self, infix: &str) -> crate::tls::ExporterTlsFiles {
+        let file = |option: &str| {
+            let lookup = |name: &str| self.get(name);
+            crate::tls::pem_file(lookup, &format!("OTEL_EXPORTER_OTLP_{infix}_{option}"))
+                .or_else(|| crate::tls::pem_file(lookup, &format!("OTEL_EXPORTER_OTLP_{option}")))
+        };
+        crate::tls::ExporterTlsFiles {
+            certificate: file("CERTIFICATE"),
+            client_certificate: file("CLIENT_CERTIFICATE"),
+            client_key: file("CLIENT_KEY"),
         }
     }
 

@@ -68,6 +68,19 @@ struct Args {
     #[arg(long)]
     json: bool,
 
+    /// TLS (for an https:// --server): the CA bundle (PEM) that signed the server's certificate;
+    /// the system's roots when unset.
+    #[arg(long, env = "TLS_CA_FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: the client certificate chain (PEM) to present.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
     /// Log lines on stderr: `human` (readable), `json` (bunyan, for machines) or `auto` (human
     /// when stderr is a terminal).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
@@ -102,6 +115,14 @@ enum LogFormat {
 /// How long the CLI waits for its telemetry to be delivered once it has its answer; a server
 /// keeps the telemetry crate's full budget.
 const FLUSH_BUDGET: Duration = Duration::from_millis(800);
+
+fn tls(args: &Args) -> client::Tls {
+    client::Tls {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+    }
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -190,14 +211,22 @@ async fn call_once(args: &Args) -> ExitCode {
     };
     let trace_id = span.context().span().span_context().trace_id();
     let describe = |status: tonic::Status| {
+        // A transport error (a TLS alert, say) is UNKNOWN "transport error": the reason is in
+        // its source.
+        let mut cause = String::new();
+        let mut source = std::error::Error::source(&status);
+        while let Some(error) = source {
+            cause.push_str(&format!(": {error}"));
+            source = error.source();
+        }
         format!(
-            "{}: {}",
+            "{}: {}{cause}",
             telemetry::grpc::code_name(status.code()),
             status.message()
         )
     };
     let outcome = async {
-        let mut client = client::Client::connect(&server(args), timeout)
+        let mut client = client::Client::connect_with_tls(&server(args), timeout, &tls(args))
             .await
             .map_err(|e| e.to_string())?;
         match args.call() {
@@ -236,7 +265,7 @@ async fn call_once(args: &Args) -> ExitCode {
 
 async fn load_server(args: &Args, amount: Amount) -> ExitCode {
     let timeout = Duration::from_secs(args.connect_timeout_secs);
-    let client = match client::Client::connect(&server(args), timeout).await {
+    let client = match client::Client::connect_with_tls(&server(args), timeout, &tls(args)).await {
         Ok(client) => client,
         Err(error) => {
             eprintln!("error: {error}");

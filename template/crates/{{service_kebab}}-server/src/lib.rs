@@ -16,9 +16,10 @@ pub use config::Config;
 pub use error::ProcessError;
 pub use service::{MAX_STREAM_COUNT, MAX_STREAM_INTERVAL_MS};
 
-/// Serves the gRPC API, health and reflection on `listener` until `shutdown` completes; then stops
-/// accepting, lets in-flight calls finish for up to the configured drain timeout, cuts the ones
-/// still open (recorded as UNAVAILABLE, see [`drain::drain`]), and returns once all are recorded.
+/// Serves the gRPC API, health and reflection on `listener` (over TLS when the configuration names
+/// a certificate) until `shutdown` completes; then stops accepting, lets in-flight calls finish for
+/// up to the configured drain timeout, cuts the ones still open (recorded as UNAVAILABLE, see
+/// [`drain::drain`]), and returns once all are recorded.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -27,6 +28,15 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("the listener has no address")?;
+    let tls = config.tls()?;
+    if tls.is_some() {
+        let clients = if config.tls_client_ca.is_some() {
+            "only clients with a certificate signed by --tls-client-ca"
+        } else {
+            "any client"
+        };
+        tracing::info!("TLS is on: serving {clients}");
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<proto::ServiceServer<service::Handler>>()
@@ -51,7 +61,13 @@ pub async fn run(
         telemetry::grpc::GrpcServerLayer::new(proto::METRIC_PREFIX, &[proto::FILE_DESCRIPTOR_SET]);
     let calls = telemetry_layer.calls();
     let connections = drain::Connections::default();
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("the TLS configuration is not usable")?;
+    }
+    let serve = builder
         .layer(telemetry_layer)
         .layer(limits::MessageLimitLayer)
         .add_service(health_service)

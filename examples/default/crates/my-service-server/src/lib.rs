@@ -2,7 +2,6 @@
 //! `main` and the tests start it the same way.
 
 mod config;
-pub mod drain;
 mod error;
 mod limits;
 mod service;
@@ -11,14 +10,14 @@ use std::future::Future;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 pub use error::ProcessError;
-pub use service::{MAX_STREAM_COUNT, MAX_STREAM_INTERVAL_MS};
 
-/// Serves the gRPC API, health and reflection on `listener` until `shutdown` completes; then stops
-/// accepting, lets in-flight calls finish for up to the configured drain timeout, cuts the ones
-/// still open (recorded as UNAVAILABLE, see [`drain::drain`]), and returns once all are recorded.
+/// Serves the gRPC API, health and reflection on `listener` (over TLS when the configuration names
+/// a certificate) until `shutdown` completes; then stops accepting, lets in-flight calls finish for
+/// up to the configured drain timeout, and returns.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -27,6 +26,15 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("the listener has no address")?;
+    let tls = config.tls()?;
+    if tls.is_some() {
+        let clients = if config.tls_client_ca.is_some() {
+            "only clients with a certificate signed by --tls-client-ca"
+        } else {
+            "any client"
+        };
+        tracing::info!("TLS is on: serving {clients}");
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<proto::ServiceServer<service::Handler>>()
@@ -47,28 +55,39 @@ pub async fn run(
             .await;
         let _ = draining_tx.send(());
     };
-    let telemetry_layer =
-        telemetry::grpc::GrpcServerLayer::new(proto::METRIC_PREFIX, &[proto::FILE_DESCRIPTOR_SET]);
-    let calls = telemetry_layer.calls();
-    let connections = drain::Connections::default();
-    let serve = tonic::transport::Server::builder()
-        .layer(telemetry_layer)
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("the TLS configuration is not usable")?;
+    }
+    let serve = builder
+        .layer(telemetry::grpc::GrpcServerLayer::new(
+            proto::METRIC_PREFIX,
+            &[proto::FILE_DESCRIPTOR_SET],
+        ))
         .layer(limits::MessageLimitLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
-        .serve_with_incoming_shutdown(connections.incoming(listener), signal);
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
 
     tracing::info!("Starting gRPC server on {address}");
-    drain::drain(
-        serve,
-        async { draining_rx.await.is_ok() },
-        config.drain_timeout(),
-        &calls,
-        &connections,
-    )
-    .await
-    .context("the gRPC server failed")?;
+    let drain_timeout = config.drain_timeout();
+    let deadline = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(drain_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = serve => result.context("the gRPC server failed")?,
+        () = deadline => tracing::warn!(
+            "Drain timeout of {}s passed; closing the remaining calls",
+            drain_timeout.as_secs()
+        ),
+    }
     tracing::info!("Server stopped");
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod settings;
 mod subscriber;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! Test support (feature `testing`): an in-process OTLP/gRPC receiver that keeps what it is sent,
-//! flattened for assertions, and a writer that captures the JSON log lines.
+//! Test support (feature `testing`): an in-process OTLP receiver (gRPC and HTTP/protobuf on one
+//! port, plaintext or TLS) that keeps what it is sent, flattened for assertions, and a writer that
+//! captures the JSON log lines.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -149,31 +150,61 @@ impl LogsService for Collector {
     }
 }
 
-/// An OTLP/gRPC receiver on a loopback port, serving on the runtime that started it.
+/// An OTLP receiver on a loopback port, serving on the runtime that started it: OTLP/gRPC, and
+/// OTLP/HTTP with protobuf bodies (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`) on the same port.
 #[derive(Debug)]
 pub struct Receiver {
     address: SocketAddr,
     collector: Collector,
+    tls: bool,
 }
 
 impl Receiver {
-    /// Binds `127.0.0.1:0` and serves the three OTLP collector services.
+    /// Binds `127.0.0.1:0` and serves the three OTLP collector services in plaintext.
     pub async fn start() -> std::io::Result<Self> {
+        Self::serve(None).await
+    }
+
+    /// Like [`Self::start`], over TLS with `identity`; with `client_ca` (PEM), only exporters that
+    /// present a certificate it signed are served (mutual TLS).
+    pub async fn start_tls(
+        identity: &crate::tls::Identity,
+        client_ca: Option<&[u8]>,
+    ) -> std::io::Result<Self> {
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity.tonic());
+        if let Some(ca) = client_ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        Self::serve(Some(config)).await
+    }
+
+    async fn serve(tls: Option<tonic::transport::ServerTlsConfig>) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?;
         let collector = Collector::default();
-        let server = tonic::transport::Server::builder()
+        let secure = tls.is_some();
+        let mut builder = tonic::transport::Server::builder().accept_http1(true);
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
+        }
+        let server = builder
             .add_service(TraceServiceServer::new(collector.clone()))
             .add_service(MetricsServiceServer::new(collector.clone()))
             .add_service(LogsServiceServer::new(collector.clone()))
+            .add_service(HttpReceiver(collector.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(server);
-        Ok(Self { address, collector })
+        Ok(Self {
+            address,
+            collector,
+            tls: secure,
+        })
     }
 
-    /// `http://127.0.0.1:<port>`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// `http://127.0.0.1:<port>` (`https://` over TLS), for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
     /// Every span received so far.
@@ -319,6 +350,68 @@ impl Receiver {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// OTLP/HTTP with protobuf bodies: tonic routes `/<NAME>/*` here, so `NAME` is the path's first
+/// segment.
+#[derive(Clone, Debug)]
+struct HttpReceiver(Collector);
+
+impl tonic::server::NamedService for HttpReceiver {
+    const NAME: &'static str = "v1";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for HttpReceiver {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let store = Arc::clone(&self.0.0);
+        Box::pin(async move {
+            use http_body_util::BodyExt as _;
+            use prost::Message as _;
+            let path = request.uri().path().to_owned();
+            let reply = |status: http::StatusCode| {
+                let mut response = http::Response::new(tonic::body::Body::empty());
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-protobuf"),
+                );
+                Ok(response)
+            };
+            let Ok(body) = request.into_body().collect().await else {
+                return reply(http::StatusCode::BAD_REQUEST);
+            };
+            let body = body.to_bytes();
+            let stored = match path.as_str() {
+                "/v1/traces" => {
+                    ExportTraceServiceRequest::decode(body).map(|r| lock(&store.traces).push(r))
+                }
+                "/v1/metrics" => {
+                    ExportMetricsServiceRequest::decode(body).map(|r| lock(&store.metrics).push(r))
+                }
+                "/v1/logs" => {
+                    ExportLogsServiceRequest::decode(body).map(|r| lock(&store.logs).push(r))
+                }
+                _ => return reply(http::StatusCode::NOT_FOUND),
+            };
+            match stored {
+                Ok(()) => reply(http::StatusCode::OK),
+                Err(_) => reply(http::StatusCode::BAD_REQUEST),
+            }
+        })
     }
 }
 
@@ -470,22 +563,78 @@ pub fn init_discarding(
                     Discard, settings, resource,
                 )),
                 logger: Some(crate::providers::logger_provider(Discard, resource)),
-                propagation_only: false,
             },
         )
 }
 
-/// Whether `rust_log`, read as the service reads `RUST_LOG`, writes events of `target` at `level`;
-/// an error when the service would refuse it (and fall back to its default).
-pub fn rust_log_enables(
-    rust_log: &str,
-    target: &str,
-    level: tracing::Level,
-) -> Result<bool, String> {
-    let mut warnings = Vec::new();
-    let filter = crate::subscriber::log_filter(Some(rust_log), &mut warnings);
-    match warnings.first() {
-        Some(warning) => Err(warning.clone()),
-        None => Ok(filter.would_enable(target, &level)),
+/// A throwaway PKI for TLS tests, made on the spot (nothing that could expire is committed): a CA,
+/// a server certificate for `localhost` and `127.0.0.1`, and a client certificate, all signed by
+/// the CA, written as PEM files to a fresh directory that is removed on drop.
+#[derive(Debug)]
+pub struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    /// Makes the CA and the certificates. Files: `ca.pem`, `server.pem`, `server.key`,
+    /// `client.pem`, `client.key`, and `expired.pem`/`expired.key` (a server certificate for
+    /// `localhost` that expired in 2000).
+    pub fn new() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("tls-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("test CA {}", uuid::Uuid::new_v4()),
+        );
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let write = |name: &str, contents: String| std::fs::write(dir.join(name), contents);
+        write("ca.pem", ca.pem())?;
+        for (name, sans) in [
+            (
+                "server",
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            ),
+            ("client", vec!["test-client".to_owned()]),
+        ] {
+            let key = KeyPair::generate()?;
+            let cert = CertificateParams::new(sans)?.signed_by(&key, &ca)?;
+            write(&format!("{name}.pem"), cert.pem())?;
+            write(&format!("{name}.key"), key.serialize_pem())?;
+        }
+        // A server certificate that expired long ago, for the tests of what a peer does with it.
+        let key = KeyPair::generate()?;
+        let mut expired = CertificateParams::new(vec!["localhost".to_owned()])?;
+        expired.not_before = rcgen::date_time_ymd(1999, 1, 1);
+        expired.not_after = rcgen::date_time_ymd(2000, 1, 1);
+        write("expired.pem", expired.signed_by(&key, &ca)?.pem())?;
+        write("expired.key", key.serialize_pem())?;
+        Ok(Self { dir })
+    }
+
+    /// The path of one of the files.
+    pub fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.join(file)
+    }
+
+    /// The bytes of one of the files.
+    pub fn read(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.path(file)).unwrap_or_default()
+    }
+
+    /// `server.pem` with `server.key`, or `client.pem` with `client.key` (`who`: server, client).
+    pub fn identity(&self, who: &str) -> Result<crate::tls::Identity, crate::tls::TlsError> {
+        crate::tls::Identity::load(
+            &crate::tls::PemFile::new("cert", self.path(&format!("{who}.pem"))),
+            &crate::tls::PemFile::new("key", self.path(&format!("{who}.key"))),
+        )
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

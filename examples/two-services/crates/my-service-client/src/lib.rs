@@ -3,10 +3,12 @@
 
 pub mod load;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use telemetry::grpc::{GrpcClientLayer, GrpcClientService, SpanAttributes};
+use telemetry::tls::{Identity, PemFile, TlsError};
 use tonic::transport::{Channel, Endpoint};
 
 pub use proto::{
@@ -32,6 +34,55 @@ pub enum ConnectError {
         /// What went wrong.
         reason: String,
     },
+    /// A TLS file is missing, unreadable or not PEM, or the key does not match the certificate.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// TLS for an `https://` server address: the CA that signed the server's certificate (the
+/// system's roots when unset), and a client certificate for servers that require one (mutual TLS).
+#[derive(Clone, Debug, Default)]
+pub struct Tls {
+    /// CA bundle (PEM) to trust.
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl Tls {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    fn tonic(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+        let config = tonic::transport::ClientTlsConfig::new();
+        let config = match &self.ca {
+            Some(ca) => {
+                let (pem, _) = telemetry::tls::ca(&PemFile::new("--tls-ca (TLS_CA_FILE)", ca))?;
+                config.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            }
+            None => config.with_native_roots(),
+        };
+        Ok(match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => config.identity(
+                Identity::load(
+                    &PemFile::new("--tls-cert (TLS_CERT_FILE)", cert),
+                    &PemFile::new("--tls-key (TLS_KEY_FILE)", key),
+                )?
+                .tonic(),
+            ),
+            (None, None) => config,
+            (Some(file), None) | (None, Some(file)) => {
+                return Err(TlsError {
+                    setting: "--tls-cert/--tls-key".to_owned(),
+                    path: file.clone(),
+                    problem: "a client certificate and its key go together: give both".to_owned(),
+                });
+            }
+        })
+    }
 }
 
 /// A connected, instrumented client of the service.
@@ -43,6 +94,16 @@ pub struct Client {
 impl Client {
     /// Connects to `address` (`http://host:port`), giving up after `timeout`.
     pub async fn connect(address: &str, timeout: Duration) -> Result<Self, ConnectError> {
+        Self::connect_with_tls(address, timeout, &Tls::default()).await
+    }
+
+    /// Connects to `address`; an `https://` address is reached over TLS with `tls`. TLS files
+    /// with an `http://` address are an error, not a silent downgrade to plaintext.
+    pub async fn connect_with_tls(
+        address: &str,
+        timeout: Duration,
+        tls: &Tls,
+    ) -> Result<Self, ConnectError> {
         let invalid = |reason| ConnectError::InvalidAddress {
             address: address.to_owned(),
             reason,
@@ -57,9 +118,18 @@ impl Client {
             .host()
             .ok_or_else(|| invalid("the URL has no host"))?
             .to_owned();
-        let endpoint = Endpoint::from_shared(address.to_owned())
+        let mut endpoint = Endpoint::from_shared(address.to_owned())
             .map_err(|_| invalid("not a valid endpoint"))?
             .connect_timeout(timeout);
+        if uri.scheme_str() == Some("https") {
+            endpoint = endpoint
+                .tls_config(tls.tonic()?)
+                .map_err(|e| invalid_tls(address, &e))?;
+        } else if !tls.is_empty() {
+            return Err(invalid(
+                "TLS files are given but the address is http://; use https://",
+            ));
+        }
         let connect_error = |reason: String| ConnectError::Connect {
             address: address.to_owned(),
             reason,
@@ -122,6 +192,16 @@ impl Client {
             .stream_results(request)
             .await
             .map(tonic::Response::into_inner)
+    }
+}
+
+fn invalid_tls(address: &str, error: &dyn std::error::Error) -> ConnectError {
+    ConnectError::Connect {
+        address: address.to_owned(),
+        reason: format!(
+            "the TLS configuration is not usable: {}",
+            error_chain(error)
+        ),
     }
 }
 

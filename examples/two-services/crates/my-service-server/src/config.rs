@@ -1,7 +1,10 @@
 //! Server configuration: flags, each with an environment variable as fallback.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use telemetry::tls::{Identity, PemFile, TlsError};
 
 /// How the server listens and how the example flow behaves.
 #[derive(Clone, Debug, clap::Parser)]
@@ -26,6 +29,18 @@ pub struct Config {
     /// Largest request message accepted, in bytes; a larger one gets RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+
+    /// Serve over TLS with this certificate chain (PEM); plaintext when unset.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: accept only clients whose certificate this CA bundle (PEM) signed.
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -37,7 +52,28 @@ impl Config {
             failure_rate: 0.0,
             drain_timeout_secs: 10,
             max_message_bytes: 4 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
+    }
+
+    /// The server's TLS, its files read and checked; `None` for plaintext.
+    pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, TlsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let identity = Identity::load(
+            &PemFile::new("--tls-cert (TLS_CERT_FILE)", cert),
+            &PemFile::new("--tls-key (TLS_KEY_FILE)", key),
+        )?;
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity.tonic());
+        if let Some(ca) = &self.tls_client_ca {
+            let (pem, _) =
+                telemetry::tls::ca(&PemFile::new("--tls-client-ca (TLS_CLIENT_CA_FILE)", ca))?;
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(pem));
+        }
+        Ok(Some(config))
     }
 
     pub(crate) fn db_latency(&self) -> Duration {

@@ -19,4 +19,5 @@ mod propagation;
 mod shutdown;
 mod stream_results;
 mod streams;
+mod tls;
 mod traces;

@@ -201,6 +201,15 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 /// Starts a server on a free port with the default configuration changed by `configure`.
 pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut server::Config)) -> TestApp {
+    spawn_app_tls(configure, None).await
+}
+
+/// Like [`spawn_app_with`]; with `tls`, the client connects over `https://` with it (the
+/// configuration must name the server's certificate).
+pub(crate) async fn spawn_app_tls(
+    configure: impl FnOnce(&mut server::Config),
+    tls: Option<&client::Tls>,
+) -> TestApp {
     world();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -212,9 +221,14 @@ pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut server::Config)) 
     let task = tokio::spawn(server::run(listener, config, async {
         let _ = stopped.await;
     }));
-    let client = client::Client::connect(&format!("http://{address}"), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let client = match tls {
+        None => client::Client::connect(&format!("http://{address}"), Duration::from_secs(5)).await,
+        Some(tls) => {
+            let url = format!("https://localhost:{}", address.port());
+            client::Client::connect_with_tls(&url, Duration::from_secs(5), tls).await
+        }
+    }
+    .unwrap();
     TestApp {
         address,
         client,

@@ -17,4 +17,5 @@ mod propagation;
 mod shutdown;
 mod stream_results;
 mod streams;
+mod tls;
 mod traces;
