@@ -2,6 +2,7 @@
 //! `main` and the tests start it the same way.
 
 mod config;
+pub mod drain;
 mod error;
 mod limits;
 mod service;
@@ -10,14 +11,15 @@ use std::future::Future;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 pub use error::ProcessError;
+pub use service::{MAX_STREAM_COUNT, MAX_STREAM_INTERVAL_MS};
 
 /// Serves the gRPC API, health and reflection on `listener` (over TLS when the configuration names
 /// a certificate) until `shutdown` completes; then stops accepting, lets in-flight calls finish for
-/// up to the configured drain timeout, and returns.
+/// up to the configured drain timeout, cuts the ones still open (recorded as UNAVAILABLE, see
+/// [`drain::drain`]), and returns once all are recorded.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -55,6 +57,10 @@ pub async fn run(
             .await;
         let _ = draining_tx.send(());
     };
+    let telemetry_layer =
+        telemetry::grpc::GrpcServerLayer::new(proto::METRIC_PREFIX, &[proto::FILE_DESCRIPTOR_SET]);
+    let calls = telemetry_layer.calls();
+    let connections = drain::Connections::default();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder
@@ -62,32 +68,23 @@ pub async fn run(
             .context("the TLS configuration is not usable")?;
     }
     let serve = builder
-        .layer(telemetry::grpc::GrpcServerLayer::new(
-            proto::METRIC_PREFIX,
-            &[proto::FILE_DESCRIPTOR_SET],
-        ))
+        .layer(telemetry_layer)
         .layer(limits::MessageLimitLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(connections.incoming(listener), signal);
 
     tracing::info!("Starting gRPC server on {address}");
-    let drain_timeout = config.drain_timeout();
-    let deadline = async move {
-        if draining_rx.await.is_ok() {
-            tokio::time::sleep(drain_timeout).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = serve => result.context("the gRPC server failed")?,
-        () = deadline => tracing::warn!(
-            "Drain timeout of {}s passed; closing the remaining calls",
-            drain_timeout.as_secs()
-        ),
-    }
+    drain::drain(
+        serve,
+        async { draining_rx.await.is_ok() },
+        config.drain_timeout(),
+        &calls,
+        &connections,
+    )
+    .await
+    .context("the gRPC server failed")?;
     tracing::info!("Server stopped");
     Ok(())
 }

@@ -563,8 +563,24 @@ pub fn init_discarding(
                     Discard, settings, resource,
                 )),
                 logger: Some(crate::providers::logger_provider(Discard, resource)),
+                propagation_only: false,
             },
         )
+}
+
+/// Whether `rust_log`, read as the service reads `RUST_LOG`, writes events of `target` at `level`;
+/// an error when the service would refuse it (and fall back to its default).
+pub fn rust_log_enables(
+    rust_log: &str,
+    target: &str,
+    level: tracing::Level,
+) -> Result<bool, String> {
+    let mut warnings = Vec::new();
+    let filter = crate::subscriber::log_filter(Some(rust_log), &mut warnings);
+    match warnings.first() {
+        Some(warning) => Err(warning.clone()),
+        None => Ok(filter.would_enable(target, &level)),
+    }
 }
 
 /// A throwaway PKI for TLS tests, made on the spot (nothing that could expire is committed): a CA,

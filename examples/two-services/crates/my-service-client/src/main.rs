@@ -1,9 +1,10 @@
-//! The CLI: calls `ProcessRequest` once and prints the result and the trace id, or, with
-//! `--requests`/`--duration`, loads the server and prints a summary. Its log lines go to stderr,
-//! so stdout carries only the answer: readable lines on a terminal, bunyan JSON otherwise (or with
-//! `--log-format json`). The SDK's own diagnostics (a collector that is down, spans dropped) are
-//! said once, counted, after the answer; telemetry gets a short flush budget, so a call exits
-//! about a second after its answer even when no collector listens.
+//! The CLI: calls `ProcessRequest` once and prints the result and the trace id (with
+//! `--method stream-results`, calls `StreamResults` and prints each result as it arrives), or,
+//! with `--requests`/`--duration`, loads the server with either method and prints a summary. Its
+//! log lines go to stderr, so stdout carries only the answer: readable lines on a terminal, bunyan
+//! JSON otherwise (or with `--log-format json`). The SDK's own diagnostics (a collector that is
+//! down, spans dropped) are said once, counted, after the answer; telemetry gets a short flush
+//! budget, so a call exits about a second after its answer even when no collector listens.
 
 // The library is named after the service; the rest of this crate calls it `client`.
 extern crate my_service_client as client;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser as _;
-use client::load::{self, Amount};
+use client::load::{self, Amount, Call};
 use opentelemetry::trace::TraceContextExt as _;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -33,6 +34,19 @@ struct Args {
     /// Request id to send (in load mode: the prefix of the ids); random when omitted.
     #[arg(long)]
     id: Option<String>,
+
+    /// The RPC to call: `process-request` (unary) or `stream-results` (server streaming).
+    #[arg(long, value_enum, default_value_t = Method::ProcessRequest)]
+    method: Method,
+
+    /// `stream-results`: how many results to ask for (the server accepts 1 to 1000) [default: 5].
+    #[arg(long)]
+    count: Option<u32>,
+
+    /// `stream-results`: milliseconds the server waits between two results (at most 10000)
+    /// [default: 100].
+    #[arg(long)]
+    interval_ms: Option<u32>,
 
     /// Seconds to wait for the connection.
     #[arg(long, env = "CONNECT_TIMEOUT_SECS", default_value_t = 5)]
@@ -74,6 +88,24 @@ struct Args {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Method {
+    ProcessRequest,
+    StreamResults,
+}
+
+impl Args {
+    fn call(&self) -> Call {
+        match self.method {
+            Method::ProcessRequest => Call::ProcessRequest,
+            Method::StreamResults => Call::StreamResults {
+                count: self.count.unwrap_or(5),
+                interval: Duration::from_millis(u64::from(self.interval_ms.unwrap_or(100))),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Auto,
     Human,
@@ -94,6 +126,15 @@ fn tls(args: &Args) -> client::Tls {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.method == Method::ProcessRequest && (args.count.is_some() || args.interval_ms.is_some())
+    {
+        <Args as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--count and --interval-ms apply to --method stream-results only",
+            )
+            .exit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,34 +205,53 @@ async fn call_once(args: &Args) -> ExitCode {
     let timeout = Duration::from_secs(args.connect_timeout_secs);
 
     // The trace starts here, so its id can be printed whether the call succeeds or not.
-    let span = tracing::info_span!("cli.process_request");
+    let span = match args.method {
+        Method::ProcessRequest => tracing::info_span!("cli.process_request"),
+        Method::StreamResults => tracing::info_span!("cli.stream_results"),
+    };
     let trace_id = span.context().span().span_context().trace_id();
+    let describe = |status: tonic::Status| {
+        // A transport error (a TLS alert, say) is UNKNOWN "transport error": the reason is in
+        // its source.
+        let mut cause = String::new();
+        let mut source = std::error::Error::source(&status);
+        while let Some(error) = source {
+            cause.push_str(&format!(": {error}"));
+            source = error.source();
+        }
+        format!(
+            "{}: {}{cause}",
+            telemetry::grpc::code_name(status.code()),
+            status.message()
+        )
+    };
     let outcome = async {
         let mut client = client::Client::connect_with_tls(&server(args), timeout, &tls(args))
             .await
             .map_err(|e| e.to_string())?;
-        client.process_request(id).await.map_err(|status| {
-            // A transport error (a TLS alert, say) is UNKNOWN "transport error": the reason is in
-            // its source.
-            let mut cause = String::new();
-            let mut source = std::error::Error::source(&status);
-            while let Some(error) = source {
-                cause.push_str(&format!(": {error}"));
-                source = error.source();
+        match args.call() {
+            Call::ProcessRequest => {
+                let response = client.process_request(id).await.map_err(describe)?;
+                println!("result: {}", response.result);
             }
-            format!(
-                "{}: {}{cause}",
-                telemetry::grpc::code_name(status.code()),
-                status.message()
-            )
-        })
+            // Each result is printed as it arrives; an error after some ends the stream.
+            Call::StreamResults { count, interval } => {
+                let mut stream = client
+                    .stream_results(id, count, interval)
+                    .await
+                    .map_err(describe)?;
+                while let Some(result) = stream.message().await.map_err(describe)? {
+                    println!("result {}: {}", result.sequence, result.result);
+                }
+            }
+        }
+        Ok::<_, String>(())
     }
     .instrument(span)
     .await;
 
     match outcome {
-        Ok(response) => {
-            println!("result: {}", response.result);
+        Ok(()) => {
             println!("trace_id: {trace_id}");
             ExitCode::SUCCESS
         }
@@ -220,6 +280,7 @@ async fn load_server(args: &Args, amount: Amount) -> ExitCode {
         .unwrap_or_else(|| format!("load-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let summary = load::run(
         &client,
+        args.call(),
         amount,
         usize::from(args.concurrency),
         &prefix,
