@@ -34,12 +34,17 @@ fi
 if [[ -f deny.toml && ${DENY:-1} == 1 ]]; then
     step "$(basename "$dir"): cargo deny (licences, bans, sources, advisories)"
     ensure_cargo_deny
-    ensure_advisory_db
-    # The render's own policy, pointed at the local advisory snapshot; --offline also makes cargo
-    # metadata offline, so every platform's crates are fetched first.
-    sed "s|^\[advisories\]$|[advisories]\ndb-path = \"$ADVISORY_DB_PATH\"|" deny.toml >"$WORK/deny-ci.toml"
+    # --offline also makes cargo metadata offline, so every platform's crates are fetched first.
     cargo fetch --locked >/dev/null
-    timed "$CARGO_DENY" --offline --config "$WORK/deny-ci.toml" check
+    if ensure_advisory_db; then
+        # The render's own policy, pointed at the local advisory snapshot.
+        sed "s|^\[advisories\]$|[advisories]\ndb-path = \"$ADVISORY_DB_PATH\"|" deny.toml >"$WORK/deny-ci.toml"
+        timed "$CARGO_DENY" --offline --config "$WORK/deny-ci.toml" check
+    else
+        # This machine reaches no advisory database: the other three checks still run.
+        echo "no advisory database snapshot at $ADVISORY_SNAPSHOT: advisories not checked"
+        timed "$CARGO_DENY" --offline check bans licenses sources
+    fi
 fi
 step "$(basename "$dir"): test"
 timed cargo test --locked

@@ -89,12 +89,13 @@ ensure_cargo_deny() {
 # internet should drop --offline and db-path and let cargo-deny fetch the live database.
 ADVISORY_SNAPSHOT=${ADVISORY_SNAPSHOT:-$REPO/../shared/data/rustsec-advisory-db-2026-08-21.tar.gz}
 # ensure_advisory_db: sets ADVISORY_DB_PATH to a db-path that holds the snapshot where cargo-deny
-# looks for it (a git repository named after the default URL), unpacking it once.
+# looks for it (a git repository named after the default URL), unpacking it once; fails (status 1)
+# when there is no snapshot to unpack.
 ensure_advisory_db() {
     ADVISORY_DB_PATH=$WORK/advisory-dbs
     local db=$ADVISORY_DB_PATH/advisory-db-3157b0e258782691
     [[ -d $db/.git ]] && return 0
-    [[ -f $ADVISORY_SNAPSHOT ]] || die "no advisory database snapshot at $ADVISORY_SNAPSHOT (set ADVISORY_SNAPSHOT)"
+    [[ -f $ADVISORY_SNAPSHOT ]] || return 1
     local tmp
     tmp=$(mktemp -d)
     tar -xzf "$ADVISORY_SNAPSHOT" -C "$tmp"
