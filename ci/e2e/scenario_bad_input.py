@@ -332,8 +332,13 @@ def otel_cases(rotel) -> list[tuple[str, dict[str, str], list[str], bool]]:
     return [
         ("unknown-protocol", {**grpc, "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"},
          ["OTEL_EXPORTER_OTLP_PROTOCOL"], True),
+        # The spec's scheme-less gRPC endpoint: INSECURE=true makes it plaintext, no warning.
         ("endpoint-without-scheme", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                                     "OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1:{rotel.grpc_port}"},
+                                     "OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1:{rotel.grpc_port}",
+                                     "OTEL_EXPORTER_OTLP_INSECURE": "true"},
+         [], True),
+        ("endpoint-not-a-url", {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                                "OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1 {rotel.grpc_port}"},
          ["OTEL_EXPORTER_OTLP_ENDPOINT"], False),
         ("negative-metric-interval", {**grpc, "OTEL_METRIC_EXPORT_INTERVAL": "-5"},
          ["OTEL_METRIC_EXPORT_INTERVAL"], True),
