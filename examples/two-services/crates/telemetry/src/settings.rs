@@ -134,9 +134,10 @@ impl Settings {
         let sdk_disabled = reader.bool("OTEL_SDK_DISABLED", false);
         let (propagate_trace_context, propagate_baggage) = reader.propagators();
         // The generic variables are read once; each signal may override them.
+        let protocol = reader.protocol("OTEL_EXPORTER_OTLP_PROTOCOL", defaults.protocol);
         let generic = Generic {
-            protocol: reader.protocol("OTEL_EXPORTER_OTLP_PROTOCOL", defaults.protocol),
-            endpoint: reader.generic_endpoint(),
+            protocol,
+            endpoint: reader.generic_endpoint(protocol),
             timeout: reader.millis("OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_TIMEOUT, true),
         };
         let traces = reader.signal(Signal::Traces, &generic, defaults);
@@ -348,16 +349,58 @@ impl Reader<'_> {
         })
     }
 
-    fn generic_endpoint(&mut self) -> Option<String> {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` if valid: a URL, or for gRPC `host:port` without a scheme
+    /// (the scheme then follows `OTEL_EXPORTER_OTLP_[SIGNAL_]INSECURE`, see [`Self::with_scheme`]).
+    fn generic_endpoint(&mut self, protocol: Protocol) -> Option<String> {
         let name = "OTEL_EXPORTER_OTLP_ENDPOINT";
         let value = self.get(name)?;
-        match check_url(&value) {
+        let checked = if has_scheme(&value) {
+            check_url(&value)
+        } else if protocol == Protocol::Grpc {
+            check_url(&format!("http://{value}")).map_err(|_| "not a valid host:port or URL")
+        } else {
+            Err("OTLP/HTTP needs an absolute URL starting with http:// or https://")
+        };
+        match checked {
             Ok(()) => Some(value),
             Err(problem) => {
                 self.warn(name, &redacted(&value), problem, "the default endpoint");
                 None
             }
         }
+    }
+
+    /// A gRPC endpoint without a scheme (`collector:4317`) gets one by the spec's rule, the one the
+    /// SDK applies: `http://` when `OTEL_EXPORTER_OTLP_[SIGNAL_]INSECURE` is `true`, `https://`
+    /// otherwise. Any other endpoint is returned as it is.
+    fn with_scheme(&mut self, value: String, protocol: Protocol, signal: Signal) -> String {
+        if protocol != Protocol::Grpc || has_scheme(&value) {
+            return value;
+        }
+        let specific = format!("OTEL_EXPORTER_OTLP_{}_INSECURE", signal.env_infix());
+        let (name, setting) = match self.get(&specific) {
+            Some(setting) => (specific, Some(setting)),
+            None => (
+                "OTEL_EXPORTER_OTLP_INSECURE".to_owned(),
+                self.get("OTEL_EXPORTER_OTLP_INSECURE"),
+            ),
+        };
+        let insecure = match setting.as_deref() {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                let warning = format!(
+                    "{name}={v:?} is invalid (expected true or false); using false (https)"
+                );
+                // The generic variable serves three signals: one warning, not three.
+                if !self.warnings.contains(&warning) {
+                    self.warnings.push(warning);
+                }
+                false
+            }
+        };
+        format!("{}://{value}", if insecure { "http" } else { "https" })
     }
 
     fn endpoint(
@@ -368,8 +411,9 @@ impl Reader<'_> {
         defaults: Defaults,
     ) -> String {
         let specific = format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.env_infix());
-        // A signal-specific endpoint is a full URL, used as given.
+        // A signal-specific endpoint is a full URL (or a gRPC host:port), used as given.
         if let Some(value) = self.get(&specific) {
+            let value = self.with_scheme(value, protocol, signal);
             match check_url(&value) {
                 Ok(()) => return value,
                 Err(problem) => {
@@ -387,10 +431,15 @@ impl Reader<'_> {
         } else {
             protocol.spec_default_endpoint()
         };
-        let base = generic.endpoint.as_deref().unwrap_or(default_base);
+        let base = generic
+            .endpoint
+            .as_deref()
+            // A gRPC host:port set for all signals is no base URL for a signal sent over HTTP.
+            .filter(|base| protocol == Protocol::Grpc || has_scheme(base))
+            .unwrap_or(default_base);
         // The generic endpoint is a base URL: OTLP/HTTP appends the signal's path to it.
         match protocol {
-            Protocol::Grpc => base.to_owned(),
+            Protocol::Grpc => self.with_scheme(base.to_owned(), protocol, signal),
             Protocol::HttpProtobuf => {
                 format!("{}{}", base.trim_end_matches('/'), signal.http_path())
             }
@@ -479,6 +528,13 @@ impl Reader<'_> {
     }
 }
 
+/// Whether `value` names its scheme (`http://`, `https://`, ...): `://` before any path.
+fn has_scheme(value: &str) -> bool {
+    value
+        .split_once("://")
+        .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']))
+}
+
 fn check_url(value: &str) -> Result<(), &'static str> {
     let rest = value
         .strip_prefix("http://")
@@ -528,6 +584,46 @@ mod tests {
         })
     }
 
+    /// The spec (and the SDK) take a gRPC endpoint without a scheme; `INSECURE` picks it.
+    #[test]
+    fn a_grpc_endpoint_without_a_scheme_takes_its_scheme_from_insecure() {
+        let s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(s.traces.endpoint, "https://collector:4317");
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "TRUE"),
+            ("OTEL_EXPORTER_OTLP_LOGS_INSECURE", "false"),
+        ]);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(s.traces.endpoint, "http://collector:4317");
+        assert_eq!(s.metrics.endpoint, "http://collector:4317");
+        assert_eq!(s.logs.endpoint, "https://collector:4317");
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "traces:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+        ]);
+        assert_eq!(s.traces.endpoint, "https://traces:4317");
+        assert_eq!(
+            s.warnings,
+            [
+                "OTEL_EXPORTER_OTLP_INSECURE=\"yes\" is invalid (expected true or false); using false (https)"
+            ]
+        );
+        // OTLP/HTTP has no such rule: a URL or nothing.
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+        ]);
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].starts_with("OTEL_EXPORTER_OTLP_ENDPOINT="),
+            "{:?}",
+            s.warnings
+        );
+        assert_eq!(s.traces.endpoint, "http://localhost:4318/v1/traces");
+    }
+
     #[test]
     fn defaults_apply_when_the_environment_is_empty() {
         let s = settings(&[]);
@@ -572,7 +668,7 @@ mod tests {
         let s = settings(&[
             ("OTEL_SDK_DISABLED", "yes"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector 4317"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "-5"),
             ("OTEL_TRACES_EXPORTER", "zipkin"),
             ("OTEL_PROPAGATORS", "b3,tracecontext"),
