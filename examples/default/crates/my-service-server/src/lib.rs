@@ -89,30 +89,44 @@ pub async fn run(
     Ok(())
 }
 
-/// Completes on SIGTERM (how orchestrators stop a process) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let interrupt = async {
+/// Listens for SIGTERM (how orchestrators stop a process) and SIGINT (Ctrl-C) from the moment it
+/// is called, and returns what completes on either. Call it, inside the runtime, before the port
+/// opens: a signal that arrives before the server first polls the future is then still a graceful
+/// shutdown, not the default action that kills the process on the spot.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let listeners = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |listener: std::io::Result<tokio::signal::unix::Signal>,
+                        name: &'static str| async move {
+                match listener {
+                    Ok(mut listener) => {
+                        listener.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::warn!("cannot listen for {name}: {error}");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let (terminate, interrupt) = listeners;
+            tokio::select! {
+                () = wait(terminate, "SIGTERM") => {}
+                () = wait(interrupt, "SIGINT") => {}
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for SIGINT: {error}");
+            tracing::warn!("cannot listen for Ctrl-C: {error}");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!("cannot listen for SIGTERM: {error}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
     }
 }

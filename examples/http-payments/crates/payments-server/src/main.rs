@@ -42,10 +42,12 @@ fn main() -> ExitCode {
     telemetry.observe_runtime(runtime.handle());
 
     let result = runtime.block_on(async {
+        // Before the port opens: a SIGTERM from then on drains, however early it comes.
+        let shutdown = server::shutdown_signal();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        server::run(listener, config, server::shutdown_signal()).await
+        server::run(listener, config, shutdown).await
     });
     if let Err(error) = &result {
         tracing::error!("{error:#}");

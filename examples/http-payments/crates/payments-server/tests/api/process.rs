@@ -250,6 +250,17 @@ async fn a_dead_collector_is_reported_once_not_per_export() {
 
 /// What the SDK says while the exporters are built reaches stdout, one JSON line per warning
 /// (`OTEL_EXPORTER_OTLP_COMPRESSION` is read by the SDK from the process environment only).
+/// A SIGTERM that comes as soon as the port opens, before any call, is still a graceful stop
+/// (exit 0), not the default action that kills the process: the handler is there first.
+#[tokio::test]
+async fn sigterm_as_soon_as_the_port_opens_is_a_graceful_stop() {
+    for _ in 0..3 {
+        let server = ServerProcess::start(&[("OTEL_SDK_DISABLED", "true")]).await;
+        // terminate() asserts that the process exited 0.
+        server.terminate().await;
+    }
+}
+
 #[tokio::test]
 async fn the_sdks_warnings_while_building_the_exporters_are_lines() {
     let server = ServerProcess::start(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli-please")]).await;
