@@ -153,7 +153,8 @@ def main(argv: list[str]) -> int:
         # still finds it in `server` (start_server cleans up on errors, not on Ctrl-C).
         port = procs.free_port()
         server = procs.ManagedProcess(
-            [a.server_bin], procs.build_env({**otel, "FAILURE_RATE": "0", "LISTEN_ADDR": f"127.0.0.1:{port}"}),
+            [a.server_bin], procs.build_env({**otel, "FAILURE_RATE": "0", "DRAIN_DELAY_SECS": "0",
+                                            "LISTEN_ADDR": f"127.0.0.1:{port}"}),
             workdir, "server").start()
         procs.wait_for_port("127.0.0.1", port, 30, proc=server)
         url = f"http://127.0.0.1:{port}"

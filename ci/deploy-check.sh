@@ -9,7 +9,7 @@
 # Usage: ci/deploy-check.sh DIR
 source "$(dirname "$0")/lib.sh"
 dir=${1:?usage: ci/deploy-check.sh DIR}
-# The manifests use preStop `sleep` (beta, on by default, since 1.30) and native gRPC probes (GA 1.27).
+# The manifests use native gRPC probes (GA 1.27); 1.30 is the oldest version the README claims.
 K8S_VERSIONS=${K8S_VERSIONS:-1.30.0 1.37.0}
 name=$(basename "$dir")
 out=$WORK/deploy-check/$name

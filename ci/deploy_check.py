@@ -7,13 +7,17 @@ OVERLAY_YAML is `kubectl kustomize deploy/overlays/example` of WORKSPACE. For ev
 crates/<svc>-server), the numbers come from the rendered sources, never from this script:
   port        DEFAULT_PORT in crates/<svc>-proto/src/lib.rs (also the answers file's `port`)
   service     GRPC_SERVICE in the same file (what the readiness probe must ask for)
+  delay       DRAIN_DELAY_SECS's default in crates/<svc>-server/src/config.rs (readiness
+              NOT_SERVING while calls are still served, before the drain)
   drain       DRAIN_TIMEOUT_SECS's default in crates/<svc>-server/src/config.rs
   cut         CUT_WAIT in crates/<svc>-server/src/drain.rs (how long calls cut at the drain
               timeout have to be recorded)
   flush       SHUTDOWN_BUDGET in crates/telemetry/src/lib.rs (the telemetry guard's flush budget)
-and the overlay's Deployment and Service, and compose.yaml's entry, must match them: container,
-probe and Service ports; terminationGracePeriodSeconds above preStop + drain + cut + flush;
-compose's stop_grace_period above drain + cut + flush; the downward API behind OTEL_RESOURCE_ATTRIBUTES; a collector
+and the overlay's Deployment, Service and headless Service, and compose.yaml's entry, must match
+them: container, probe and Service ports; readiness on the service's name, liveness on "";
+a headless Service <svc>-headless (clusterIP None, ready pods only) for client-side balancing;
+terminationGracePeriodSeconds above preStop + delay + drain + cut + flush;
+compose's stop_grace_period above delay + drain + cut + flush; the downward API behind OTEL_RESOURCE_ATTRIBUTES; a collector
 that is not localhost. Prints one line per service, exits 1 on the first list of problems.
 """
 import glob
@@ -55,6 +59,8 @@ def service_config(workspace, svc, flush):
     config = {
         "port": int(grab(proto, r"DEFAULT_PORT: u16 = (\d+);", "DEFAULT_PORT")),
         "grpc_service": grab(proto, r'GRPC_SERVICE: &str = "([^"]+)";', "GRPC_SERVICE"),
+        "delay": int(grab(f"{workspace}/crates/{svc}-server/src/config.rs",
+                          r'env = "DRAIN_DELAY_SECS", default_value_t = (\d+)', "the drain delay")),
         "drain": int(grab(f"{workspace}/crates/{svc}-server/src/config.rs",
                           r'env = "DRAIN_TIMEOUT_SECS", default_value_t = (\d+)', "the drain timeout")),
         "cut": int(grab(f"{workspace}/crates/{svc}-server/src/drain.rs",
@@ -95,17 +101,32 @@ def check_deployment(svc, cfg, objects, problems):
     readiness = container.get("readinessProbe", {}).get("grpc", {}).get("service")
     if readiness != cfg["grpc_service"]:
         problems.append(f"readinessProbe asks for {readiness!r}; only {cfg['grpc_service']!r} turns NOT_SERVING on drain")
+    liveness = container.get("livenessProbe", {}).get("grpc", {}).get("service", "")
+    if liveness != "":
+        problems.append(f"livenessProbe asks for {liveness!r}, not the server as a whole (\"\"): a draining pod would be restarted")
+    headless = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == f"{svc}-headless"]
+    if len(headless) != 1:
+        problems.append(f"the overlay has {len(headless)} Service(s) named {svc}-headless, not one")
+    else:
+        spec = headless[0]["spec"]
+        if spec.get("clusterIP") != "None" or spec.get("publishNotReadyAddresses", False):
+            problems.append(f"{svc}-headless must be headless (clusterIP: None) and list ready pods only")
+        if not any(p.get("targetPort") in ("grpc", cfg["port"]) for p in spec.get("ports", [])):
+            problems.append(f"{svc}-headless targets {[p.get('targetPort') for p in spec.get('ports', [])]}, not the grpc port")
+        if spec.get("selector") != services[0]["spec"].get("selector"):
+            problems.append(f"{svc}-headless selects {spec.get('selector')}, the Service {services[0]['spec'].get('selector')}")
     env = env_of(container)
     drain = cfg["drain"]
     if "DRAIN_TIMEOUT_SECS" in env:
         drain = int(env["DRAIN_TIMEOUT_SECS"]["value"])
         if drain != cfg["drain"]:
             problems.append(f"DRAIN_TIMEOUT_SECS is {drain}, the server's default {cfg['drain']}: the comments and the README say they match")
+    delay = int(env["DRAIN_DELAY_SECS"]["value"]) if "DRAIN_DELAY_SECS" in env else cfg["delay"]
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     grace = pod.get("terminationGracePeriodSeconds", 30)
-    needed = pre_stop + drain + cfg["cut"] + cfg["flush"]
+    needed = pre_stop + delay + drain + cfg["cut"] + cfg["flush"]
     if grace <= needed:
-        problems.append(f"terminationGracePeriodSeconds {grace} is not above preStop {pre_stop} + drain {drain} + cut {cfg['cut']} + flush {cfg['flush']} = {needed}")
+        problems.append(f"terminationGracePeriodSeconds {grace} is not above preStop {pre_stop} + delay {delay} + drain {drain} + cut {cfg['cut']} + flush {cfg['flush']} = {needed}")
     # Downward API into OTEL_RESOURCE_ATTRIBUTES.
     attributes = dict(
         pair.split("=", 1) for pair in env.get("OTEL_RESOURCE_ATTRIBUTES", {}).get("value", "").split(",") if "=" in pair
@@ -150,10 +171,11 @@ def check_compose(svc, cfg, compose, problems):
     endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
     if not endpoint or re.search(r"//(localhost|127\.|\[::1\])", endpoint):
         problems.append(f"compose.yaml's {svc} sends telemetry to {endpoint!r}: inside compose, name the collector's service")
+    delay = int(env.get("DRAIN_DELAY_SECS", cfg["delay"]))
     drain = int(env.get("DRAIN_TIMEOUT_SECS", cfg["drain"]))
     grace = seconds(entry.get("stop_grace_period", 10))
-    if grace <= drain + cfg["cut"] + cfg["flush"]:
-        problems.append(f"compose.yaml's {svc} stop_grace_period {grace}s is not above drain {drain} + cut {cfg['cut']} + flush {cfg['flush']}")
+    if grace <= delay + drain + cfg["cut"] + cfg["flush"]:
+        problems.append(f"compose.yaml's {svc} stop_grace_period {grace}s is not above delay {delay} + drain {drain} + cut {cfg['cut']} + flush {cfg['flush']}")
     published = [str(p) for p in entry.get("ports", [])]
     if not any(p.split(":")[-1].split("/")[0] == str(cfg["port"]) for p in published):
         problems.append(f"compose.yaml's {svc} publishes {published}, not the service's port {cfg['port']}")
@@ -186,7 +208,8 @@ def main():
         else:
             grace, needed = timing
             print(f"{svc}: port {cfg['port']} (container, probes, Service, compose), "
-                  f"readiness on {cfg['grpc_service']}, grace {grace}s > preStop+drain+cut+flush {needed}s")
+                  f"readiness on {cfg['grpc_service']}, headless {svc}-headless, "
+                  f"grace {grace}s > preStop+delay+drain+cut+flush {needed}s")
     sys.exit(1 if failed else 0)
 
 

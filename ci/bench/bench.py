@@ -214,7 +214,7 @@ def run_one(args: argparse.Namespace, contender: str, shape: Shape, rnd: int, bo
     r = RunResult(contender, shape.name, rnd)
     run_dir = workdir / f"{shape.name}-{contender}-{rnd}"
     run_dir.mkdir(parents=True)
-    env = {"DB_LATENCY_MS": str(shape.db_latency_ms), "DRAIN_TIMEOUT_SECS": "5"}
+    env = {"DB_LATENCY_MS": str(shape.db_latency_ms), "DRAIN_TIMEOUT_SECS": "5", "DRAIN_DELAY_SECS": "0"}
     collector = None
     # "off@NAME" / "full@NAME": the server of --compare NAME=DIR, for before/after measurements.
     # "full#NAME": full telemetry with the extra environment of --lever NAME=K=V,...

@@ -43,7 +43,10 @@ SERVICE_ENV_VARS = (
     "LISTEN_ADDR",
     "DB_LATENCY_MS",
     "FAILURE_RATE",
+    "DRAIN_DELAY_SECS",
     "DRAIN_TIMEOUT_SECS",
+    "MAX_CONCURRENT_CALLS",
+    "MAX_CONNECTION_AGE_SECS",
     "MAX_MESSAGE_BYTES",
     "SERVER_ADDR",
     "CONNECT_TIMEOUT_SECS",
@@ -337,7 +340,8 @@ def start_server(
     """Start the server on ``host:port`` (a free port by default) and wait until it accepts
     connections.  ``env`` is layered over :func:`build_env`.  Returns (process, port)."""
     port = port or free_port(host)
-    full_env = build_env({**(env or {}), "LISTEN_ADDR": f"{host}:{port}"})
+    # A lone server has no clients to turn away on SIGTERM: no drain delay unless ``env`` asks.
+    full_env = build_env({"DRAIN_DELAY_SECS": "0", **(env or {}), "LISTEN_ADDR": f"{host}:{port}"})
     p = ManagedProcess([str(binary)], full_env, workdir, name).start()
     try:
         p.ready_after_s = wait_for_port(host, port, ready_timeout, proc=p)

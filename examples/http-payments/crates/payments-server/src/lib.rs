@@ -6,6 +6,7 @@ pub mod drain;
 mod error;
 mod limits;
 mod service;
+mod shed;
 
 use std::future::Future;
 
@@ -17,9 +18,11 @@ pub use error::ProcessError;
 pub use service::{MAX_STREAM_COUNT, MAX_STREAM_INTERVAL_MS};
 
 /// Serves the gRPC API, health and reflection on `listener` (over TLS when the configuration names
-/// a certificate) until `shutdown` completes; then stops accepting, lets in-flight calls finish for
-/// up to the configured drain timeout, cuts the ones still open (recorded as UNAVAILABLE, see
-/// [`drain::drain`]), and returns once all are recorded.
+/// a certificate), refusing the calls beyond the configured limit in flight with UNAVAILABLE,
+/// until `shutdown` completes; then reports NOT_SERVING on the readiness health (the service's
+/// name) and serves on for the configured drain delay, stops accepting, lets in-flight calls
+/// finish for up to the configured drain timeout, cuts the ones still open (recorded as
+/// UNAVAILABLE, see [`drain::drain`]), and returns once all are recorded.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -37,7 +40,7 @@ pub async fn run(
         };
         tracing::info!("TLS is on: serving {clients}");
     }
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (mut health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<proto::ServiceServer<service::Handler>>()
         .await;
@@ -49,19 +52,38 @@ pub async fn run(
         .max_decoding_message_size(config.max_message_bytes);
 
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_delay = config.drain_delay();
     let signal = async move {
         shutdown.await;
-        tracing::info!("Shutdown requested: refusing new connections, draining in-flight calls");
+        // Readiness (the service's name) turns NOT_SERVING at once; liveness ("") stays
+        // SERVING, so Kubernetes does not restart a pod that is only leaving.
         health
             .set_not_serving::<proto::ServiceServer<service::Handler>>()
             .await;
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                "Leaving the fleet: readiness reports NOT_SERVING; calls are served for the drain \
+                 delay of {drain_delay:?} while clients turn to other replicas"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
+        tracing::info!("Shutdown requested: refusing new connections, draining in-flight calls");
+        // Health watches never end by themselves: ending them now keeps the drain from
+        // waiting on them (their clients see the stream end, as from a server going away).
+        health.clear_service_status(proto::GRPC_SERVICE).await;
+        health.clear_service_status("").await;
         let _ = draining_tx.send(());
     };
     let telemetry_layer =
         telemetry::grpc::GrpcServerLayer::new(proto::METRIC_PREFIX, &[proto::FILE_DESCRIPTOR_SET]);
     let calls = telemetry_layer.calls();
+    let shed_layer = shed::LoadShedLayer::new(config.max_concurrent_calls, proto::METRIC_PREFIX);
     let connections = drain::Connections::default();
-    let mut builder = tonic::transport::Server::builder();
+    // Connections close gracefully at their age (GOAWAY; calls in flight finish), so clients
+    // that keep one connection spread again. No max_connection_age_grace: in tonic 0.14.9 it
+    // replaces that graceful close by a hard one at age + grace, failing the calls in flight.
+    let mut builder =
+        tonic::transport::Server::builder().max_connection_age(config.max_connection_age());
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -69,6 +91,8 @@ pub async fn run(
     }
     let serve = builder
         .layer(telemetry_layer)
+        // Inside the telemetry layer: a refused call gets its server span and metrics.
+        .layer(shed_layer)
         .layer(limits::MessageLimitLayer)
         .add_service(health_service)
         .add_service(reflection)

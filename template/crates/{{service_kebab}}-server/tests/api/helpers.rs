@@ -275,6 +275,8 @@ impl ServerProcess {
                 .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
                 // The in-process receiver speaks OTLP/gRPC, whatever the rendered default.
                 .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+                // Alone, a test's server has no clients to turn away before it drains.
+                .env("DRAIN_DELAY_SECS", "0")
                 .envs(env.iter().copied())
                 .stdout(std::fs::File::create(&stdout).unwrap())
                 .stderr(std::process::Stdio::inherit())
@@ -299,12 +301,22 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit; returns its stdout lines.
-    pub(crate) async fn terminate(mut self) -> Vec<serde_json::Value> {
+    pub(crate) async fn terminate(self) -> Vec<serde_json::Value> {
+        self.sigterm();
+        self.exited().await
+    }
+
+    /// Sends SIGTERM, as an orchestrator does.
+    pub(crate) fn sigterm(&self) {
         let killed = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
+    }
+
+    /// Waits (bounded) for the process to exit with success; returns its stdout lines.
+    pub(crate) async fn exited(mut self) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {

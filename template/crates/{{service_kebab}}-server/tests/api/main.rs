@@ -5,6 +5,7 @@
 // The library is named after the service; the tests call it `server`.
 extern crate {{service_snake}}_server as server;
 
+mod connection_age;
 mod dashboard;
 mod errors;
 mod health;
@@ -14,6 +15,7 @@ mod metrics;
 {%- if is_init %}
 mod neighbour;
 {%- endif %}
+mod overload;
 mod process;
 mod propagation;
 mod shutdown;

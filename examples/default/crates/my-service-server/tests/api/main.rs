@@ -5,12 +5,14 @@
 // The library is named after the service; the tests call it `server`.
 extern crate my_service_server as server;
 
+mod connection_age;
 mod dashboard;
 mod errors;
 mod health;
 mod helpers;
 mod logs;
 mod metrics;
+mod overload;
 mod process;
 mod propagation;
 mod shutdown;

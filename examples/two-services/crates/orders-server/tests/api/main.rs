@@ -5,6 +5,7 @@
 // The library is named after the service; the tests call it `server`.
 extern crate orders_server as server;
 
+mod connection_age;
 mod dashboard;
 mod errors;
 mod health;
@@ -12,6 +13,7 @@ mod helpers;
 mod logs;
 mod metrics;
 mod neighbour;
+mod overload;
 mod process;
 mod propagation;
 mod shutdown;
