@@ -10,9 +10,7 @@ use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::{
-    CallRecord, Instruments, MethodLabels, ResponseFuture, RpcPath, Side, duration_histogram,
-};
+use super::{Instruments, MethodLabels, ResponseFuture, RpcPath, Side, duration_histogram};
 
 /// Extra span attributes for one call, set as a request extension by the caller
 /// (`request.extensions_mut().insert(SpanAttributes(..))`): tonic carries extensions to the layer.
@@ -142,14 +140,12 @@ where
             );
         });
         let labels = Arc::new(MethodLabels::new(&path, Side::Client));
-        let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.layer.instruments));
-        let timeout = super::grpc_timeout(request.headers());
         ResponseFuture::traced(
-            self.inner
-                .call(request.map(|body| record.count_request(body))),
+            &mut self.inner,
+            request,
             span,
-            record,
+            labels,
+            Arc::clone(&self.layer.instruments),
         )
-        .with_deadline(timeout)
     }
 }

@@ -13,8 +13,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{
-    CallRecord, Carried, Instruments, MethodLabels, ResponseFuture, RpcPath, Side,
-    duration_histogram,
+    Carried, Instruments, MethodLabels, ResponseFuture, RpcPath, Side, duration_histogram,
 };
 
 /// Services that are plumbing, not traffic: neither traced nor counted.
@@ -229,15 +228,13 @@ where
             Carried::default()
         };
 
-        let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.instruments));
-        let timeout = super::grpc_timeout(request.headers());
         ResponseFuture::traced(
-            self.inner
-                .call(request.map(|body| record.count_request(body))),
+            &mut self.inner,
+            request,
             span,
-            record,
+            labels,
+            Arc::clone(&self.instruments),
         )
-        .with_deadline(timeout)
         .carrying(carried)
     }
 }

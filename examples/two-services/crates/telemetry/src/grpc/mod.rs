@@ -649,12 +649,33 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    /// A call that runs inside `span` and records its outcome through `record`.
-    fn traced(inner: F, span: Span, record: CallRecord) -> Self {
+    /// Calls `inner` with `request` as one instrumented call: run inside `span`, its request
+    /// messages counted, its outcome recorded in `instruments` under `labels`, and its response
+    /// stream ended as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes (tonic enforces it
+    /// only until the response headers, so a stream would otherwise outlive it).
+    fn traced<S, ReqBody, ResBody>(
+        inner: &mut S,
+        request: http::Request<ReqBody>,
+        span: Span,
+        labels: Arc<MethodLabels>,
+        instruments: Arc<Instruments>,
+    ) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<ResBody>,
+                Future = F,
+            >,
+        ReqBody: Body<Data = prost::bytes::Bytes> + Send + 'static,
+        ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let record = CallRecord::new(span.clone(), labels, instruments);
+        let timeout = grpc_timeout(request.headers());
+        let inner = inner.call(request.map(|body| record.count_request(body)));
         Self {
             inner: tracing::Instrument::instrument(inner, span),
             record: Some(record),
-            deadline: None,
+            deadline: timeout.map(|timeout| tokio::time::Instant::now() + timeout),
             carried: Carried::default(),
         }
     }
@@ -662,13 +683,6 @@ impl<F> ResponseFuture<F> {
     /// Runs the call, and its response body, with `context` current: for calls without a span.
     fn carrying(mut self, context: Carried) -> Self {
         self.carried = context;
-        self
-    }
-
-    /// Ends the response stream as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes: tonic
-    /// enforces it only until the response headers, so a stream would otherwise outlive it.
-    fn with_deadline(mut self, timeout: Option<std::time::Duration>) -> Self {
-        self.deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
         self
     }
 }
