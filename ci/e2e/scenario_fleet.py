@@ -146,7 +146,7 @@ def fleet(run: Run, rotel, dns: Dns) -> None:
     all_called("term-", IPS, 30, bg, "calls on all three replicas")
     shares = {ip: count(servers[ip], "term-") for ip in IPS}
     total = sum(shares.values())
-    f["spread_before_sigterm"] = shares
+    f["spread_before_sigterm"] = "/".join(str(shares[ip]) for ip in IPS)
     c.check(all(0.20 <= v / total <= 0.47 for v in shares.values()),
             "the calls spread over the three replicas (each 20-47%)", str(shares))
     leaving = servers[IPS[0]]

@@ -462,7 +462,13 @@ async fn watch_replica(
                             Some(format!("{address}: health {status}"));
                     }
                     Ok(None) => break "the health watch ended".to_owned(),
-                    Err(status) => break format!("the health watch broke: {status}"),
+                    Err(status) => {
+                        break format!(
+                            "the health watch broke: {}: {}",
+                            telemetry::grpc::code_name(status.code()),
+                            status.message()
+                        );
+                    }
                 }
             },
             // A server without the health service: taken as healthy, as gRPC does.
@@ -512,7 +518,11 @@ async fn open_watch(
         {
             Ok(response) => Ok(Some(response.into_inner())),
             Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
-            Err(status) => Err(format!("health watch refused: {status}")),
+            Err(status) => Err(format!(
+                "health watch refused: {}: {}",
+                telemetry::grpc::code_name(status.code()),
+                status.message()
+            )),
         }
     };
     tokio::time::timeout(timeout, opening)
