@@ -4,8 +4,8 @@ own rotel and OTLP receiver on free ports, and print a table: scenario, verdict,
 figures. $PY is the python of $ROTEL_VENV, which has the packages the harness imports
 (ci/lib.sh ensure_rotel; README.md); the scenarios run with the same interpreter.
 
-    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release                # ~2.5 min on 2 cores
-    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release --quick        # ~1 min
+    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release                # ~3 min on 2 cores
+    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release --quick        # ~2 min
     $PY ci/e2e/run_all.py --only sigterm,bad-input
 
 The binaries are hard-linked once into <workdir>/bin, so a cargo build during the run cannot
