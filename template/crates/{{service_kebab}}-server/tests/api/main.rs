@@ -17,6 +17,7 @@ mod neighbour;
 {%- endif %}
 mod overload;
 mod process;
+mod retries;
 mod propagation;
 mod shutdown;
 mod stream_results;

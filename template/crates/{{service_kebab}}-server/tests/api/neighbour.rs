@@ -34,12 +34,14 @@ async fn a_call_into_the_neighbour_service_stays_one_trace() {
         .unwrap();
     assert_eq!(response.result, "success");
 
-    let spans = world().trace_of(&id, 5).await;
+    let spans = world().trace_of(&id, 6).await;
     let caller = span(&spans, "caller-work");
     let client = span(&spans, "grpc.client.ProcessRequest");
     let server = span(&spans, "grpc.server.ProcessRequest");
     assert_eq!(client.parent_span_id, caller.span_id);
-    assert_eq!(server.parent_span_id, client.span_id);
+    let attempt = span(&spans, "grpc.client.attempt.ProcessRequest");
+    assert_eq!(attempt.parent_span_id, client.span_id);
+    assert_eq!(server.parent_span_id, attempt.span_id);
     let method = format!("{}/ProcessRequest", neighbour_client::GRPC_SERVICE);
     check_attributes(server, &[("rpc.method", method.as_str())]);
     let _ = stop.send(());

@@ -14,6 +14,7 @@ mod logs;
 mod metrics;
 mod overload;
 mod process;
+mod retries;
 mod propagation;
 mod shutdown;
 mod stream_results;

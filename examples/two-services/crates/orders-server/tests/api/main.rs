@@ -15,6 +15,7 @@ mod metrics;
 mod neighbour;
 mod overload;
 mod process;
+mod retries;
 mod propagation;
 mod shutdown;
 mod stream_results;
