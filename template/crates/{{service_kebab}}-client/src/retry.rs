@@ -303,6 +303,8 @@ impl Calls {
             let status = match outcome {
                 Ok(Ok(response)) => {
                     self.throttle.succeeded();
+                    // Ends the call here only if its attempt did not commit (a trailers-only OK).
+                    call.end(&tonic::Status::new(Code::Ok, ""));
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) if tokio::time::Instant::now() < deadline => status,
@@ -312,7 +314,7 @@ impl Calls {
                     let status = tonic::Status::deadline_exceeded(format!(
                         "the call's deadline ({timeout:?}) passed"
                     ));
-                    call.fail(&status);
+                    call.end(&status);
                     return Err(status);
                 }
             };
@@ -327,7 +329,7 @@ impl Calls {
                 && number < settings.max_attempts
                 && pushback != Some(None);
             if !retry {
-                call.fail(&status);
+                call.end(&status);
                 return Err(status);
             }
             if !self.throttle.allows_retry() {
@@ -338,7 +340,7 @@ impl Calls {
                         format!("{}/{method}", proto::GRPC_SERVICE),
                     )],
                 );
-                call.fail(&status);
+                call.end(&status);
                 return Err(status);
             }
             let delay = match pushback {
@@ -357,7 +359,7 @@ impl Calls {
             // A retry that could not start before the deadline is not made: the caller gets
             // the last attempt's status now, not a DEADLINE_EXCEEDED later.
             if tokio::time::Instant::now() + delay >= deadline {
-                call.fail(&status);
+                call.end(&status);
                 return Err(status);
             }
             tokio::time::sleep(delay)

@@ -25,6 +25,11 @@ const AHEAD: Duration = Duration::from_millis(5);
 pub struct Deadline(tokio::time::Instant);
 
 impl Deadline {
+    /// A deadline `timeout` from now: for work that starts outside a call, and for tests.
+    pub fn after(timeout: Duration) -> Self {
+        Self(tokio::time::Instant::now() + timeout)
+    }
+
     /// The instant the call's deadline passes.
     pub fn instant(&self) -> tokio::time::Instant {
         self.0

@@ -274,8 +274,10 @@ async fn load_server(args: &Args, amount: Amount) -> ExitCode {
     let client = match client::Client::connect_with_tls(&server(args), timeout, &tls(args))
         .await
         .map_err(|e| e.to_string())
-        .and_then(|c| c.with_settings(args.calls.clone()).map_err(|e| e.to_string()))
-    {
+        .and_then(|c| {
+            c.with_settings(args.calls.clone())
+                .map_err(|e| e.to_string())
+        }) {
         Ok(client) => client,
         Err(error) => {
             eprintln!("error: {error}");

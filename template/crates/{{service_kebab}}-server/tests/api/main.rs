@@ -17,8 +17,8 @@ mod neighbour;
 {%- endif %}
 mod overload;
 mod process;
-mod retries;
 mod propagation;
+mod retries;
 mod shutdown;
 mod stream_results;
 mod streams;

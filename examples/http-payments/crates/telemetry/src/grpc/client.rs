@@ -105,7 +105,7 @@ impl GrpcClientLayer {
     /// Opens the CLIENT span of one logical call of `path` (`/package.Service/Method`) under the
     /// caller's current span, with `attributes` on it: for a retry loop, which sends each attempt
     /// with an [`Attempt`] of the returned call. The call records its outcome and metrics when its
-    /// committed attempt ends, or when [`ClientCall::fail`] says how it ended without one.
+    /// committed attempt ends, or when [`ClientCall::end`] says how it ended without one.
     pub fn start_call(&self, path: &str, attributes: Vec<KeyValue>) -> ClientCall {
         let path = RpcPath::parse(path).unwrap_or_else(|| {
             RpcPath::parse("/_OTHER/_OTHER").unwrap_or_else(|| unreachable!("a well-formed path"))
@@ -168,10 +168,10 @@ impl ClientCall {
             .is_none()
     }
 
-    /// Ends the call with `status`, when no attempt committed (every attempt failed before its
-    /// response headers, or none could start). Does nothing after a commit: the committed
-    /// attempt ends the call.
-    pub fn fail(&self, status: &tonic::Status) {
+    /// Ends the call with `status` unless an attempt committed (the committed attempt ends the
+    /// call, at the end of its response): for a call whose attempts all failed before their
+    /// response headers, or none could start, and for an attempt answered trailers-only.
+    pub fn end(&self, status: &tonic::Status) {
         if let Some(mut record) = self.take() {
             record.finish(status.code(), status.message());
         }
