@@ -50,33 +50,27 @@ impl GrpcClientLayer {
                 KeyValue::new(super::attr::SERVER_PORT, i64::from(server_port)),
             ]
         };
-        // rpc.* has no attempt metrics (semconv v1.45): they go under the service's prefix, with
-        // the rpc.* attributes, as gRFC A66's grpc.client.attempt.* would.
         let attempts = Instruments {
             side: Side::Client,
-            rpc_duration: duration_histogram(
-                &meter,
-                format!("{metric_prefix}.client.attempt.duration"),
-                "Duration of each attempt of an outgoing RPC (a retried call has several)",
-            ),
+            rpc_duration: None,
             calls: meter
                 .u64_counter(format!("{metric_prefix}.client.attempts.total"))
                 .with_unit("{attempts}")
                 .with_description("Attempts of outgoing service calls, retries included")
                 .build(),
             duration: None,
-            logs: false,
+            attempt: true,
             active: None,
             open: None,
             server: Some(server()),
         };
         let instruments = Instruments {
             side: Side::Client,
-            rpc_duration: duration_histogram(
+            rpc_duration: Some(duration_histogram(
                 &meter,
                 "rpc.client.call.duration".to_owned(),
                 "Duration of outgoing RPCs",
-            ),
+            )),
             calls: meter
                 .u64_counter(format!("{metric_prefix}.client.calls.total"))
                 .with_unit("{calls}")
@@ -87,7 +81,7 @@ impl GrpcClientLayer {
                 format!("{metric_prefix}.client.call.duration"),
                 "Outgoing service call duration",
             )),
-            logs: true,
+            attempt: false,
             active: None,
             open: None,
             server: Some(server()),
@@ -248,14 +242,11 @@ where
                 "grpc.client.attempt",
                 otel.name = format!("grpc.client.attempt.{}", path.method()),
                 otel.kind = "internal",
-                rpc.system.name = "grpc",
-                rpc.method = &*path.full,
                 rpc.status_code = Empty,
                 error.type = Empty,
                 server.address = &*self.layer.server_address,
                 server.port = i64::from(self.layer.server_port),
                 grpc.attempt = i64::from(attempt.number),
-                grpc.previous_rpc_attempts = i64::from(attempt.number.saturating_sub(1)),
             ),
         };
         if let Some(SpanAttributes(attributes)) =

@@ -170,15 +170,17 @@ enum Side {
 #[derive(Debug)]
 struct Instruments {
     side: Side,
-    /// `rpc.server.call.duration` / `rpc.client.call.duration`.
-    rpc_duration: Histogram<f64>,
+    /// `rpc.server.call.duration` / `rpc.client.call.duration` (none for a client's attempts).
+    rpc_duration: Option<Histogram<f64>>,
     /// The seed's `<prefix>.requests.total` / `<prefix>.client.calls.total`.
     calls: Counter<u64>,
     /// The seed's `<prefix>.request.duration` / `<prefix>.client.call.duration` (none for a
-    /// client's attempts: their one histogram is `rpc_duration`).
+    /// client's attempts).
     duration: Option<Histogram<f64>>,
-    /// Whether a finished call writes its log line (a client's call does; its attempts do not).
-    logs: bool,
+    /// A client's attempts: counted, and their span gets the status, but no log line, message
+    /// counts or histogram, which their call has (the cost of a healthy call's attempt stays one
+    /// span and one counter).
+    attempt: bool,
     /// The seed's `<prefix>.requests.active` (server only).
     active: Option<UpDownCounter<i64>>,
     /// The calls open through the layer, for the server's shutdown (server only).
@@ -278,33 +280,30 @@ impl CallRecord {
                 )));
         }
 
-        let rpc_attrs = [
-            KeyValue::new(attr::RPC_SYSTEM_NAME, "grpc"),
-            self.labels.rpc_method.clone(),
-            KeyValue::new(attr::RPC_STATUS_CODE, code_name),
-            KeyValue::new(attr::ERROR_TYPE, code_name),
-        ];
-        let len = if span_error { 4 } else { 3 };
-        match &self.instruments.server {
-            // The client's metric carries the server it called (conditionally required).
-            Some([address, port]) => {
-                let [system, method, status, error_type] = rpc_attrs;
-                let all = [
-                    system,
-                    method,
-                    status,
-                    address.clone(),
-                    port.clone(),
-                    error_type,
-                ];
-                self.instruments
-                    .rpc_duration
-                    .record(seconds, &all[..len + 2]);
+        if let Some(rpc_duration) = &self.instruments.rpc_duration {
+            let rpc_attrs = [
+                KeyValue::new(attr::RPC_SYSTEM_NAME, "grpc"),
+                self.labels.rpc_method.clone(),
+                KeyValue::new(attr::RPC_STATUS_CODE, code_name),
+                KeyValue::new(attr::ERROR_TYPE, code_name),
+            ];
+            let len = if span_error { 4 } else { 3 };
+            match &self.instruments.server {
+                // The client's metric carries the server it called (conditionally required).
+                Some([address, port]) => {
+                    let [system, method, status, error_type] = rpc_attrs;
+                    let all = [
+                        system,
+                        method,
+                        status,
+                        address.clone(),
+                        port.clone(),
+                        error_type,
+                    ];
+                    rpc_duration.record(seconds, &all[..len + 2]);
+                }
+                None => rpc_duration.record(seconds, &rpc_attrs[..len]),
             }
-            None => self
-                .instruments
-                .rpc_duration
-                .record(seconds, &rpc_attrs[..len]),
         }
 
         let error = if failed { "true" } else { "false" };
@@ -317,7 +316,7 @@ impl CallRecord {
             duration.record(seconds, &seed_attrs);
         }
 
-        if self.instruments.logs {
+        if side == Side::Client && !self.instruments.attempt {
             let _entered = self.span.enter();
             if failed {
                 tracing::error!("Service call failed: {code_name}: {message}");
@@ -325,7 +324,9 @@ impl CallRecord {
                 tracing::info!("Service call completed in {seconds:.3}s");
             }
         }
-        self.record_message_counts();
+        if !self.instruments.attempt {
+            self.record_message_counts();
+        }
         self.end_span();
         if let Some(open) = &self.instruments.open {
             open.recorded();

@@ -78,11 +78,11 @@ impl GrpcServerLayer {
         let open = Arc::new(super::calls::OpenCalls::default());
         let instruments = Instruments {
             side: Side::Server,
-            rpc_duration: duration_histogram(
+            rpc_duration: Some(duration_histogram(
                 &meter,
                 "rpc.server.call.duration".to_owned(),
                 "Duration of incoming RPCs",
-            ),
+            )),
             calls: meter
                 .u64_counter(format!("{metric_prefix}.requests.total"))
                 .with_unit("{requests}")
@@ -93,7 +93,7 @@ impl GrpcServerLayer {
                 format!("{metric_prefix}.request.duration"),
                 "Request processing duration",
             )),
-            logs: false,
+            attempt: false,
             active: Some(
                 meter
                     .i64_up_down_counter(format!("{metric_prefix}.requests.active"))
