@@ -176,3 +176,92 @@ impl<B: http_body::Body> http_body::Body for DeadlineBody<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::{Deadline, DeadlineLayer};
+
+    /// Sets its flag when dropped: the handler's work went away.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_past_its_deadline_is_dropped_and_answered_deadline_exceeded() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let handler = tower::service_fn({
+            let dropped = Arc::clone(&dropped);
+            let seen = Arc::clone(&seen);
+            move |request: http::Request<()>| {
+                let guard = Dropped(Arc::clone(&dropped));
+                *seen.lock().expect("not poisoned") =
+                    request.extensions().get::<Deadline>().copied();
+                async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    drop(guard);
+                    Ok::<_, Infallible>(http::Response::new(()))
+                }
+            }
+        });
+        let request = http::Request::post("/a.v1.A/Call")
+            .header("grpc-timeout", "50m")
+            .body(())
+            .expect("a request");
+        let started = tokio::time::Instant::now();
+        let response = DeadlineLayer
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .expect("an answer");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(50), "answered after {took:?}");
+        assert_eq!(
+            response.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"4"[..]),
+            "DEADLINE_EXCEEDED on the wire"
+        );
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the handler's work was dropped"
+        );
+        let deadline = seen
+            .lock()
+            .expect("not poisoned")
+            .expect("the handler saw its deadline");
+        // 50 ms from when the layer saw the call, which was between `started` and the answer.
+        let timeout = Duration::from_millis(50);
+        assert!(
+            (started + timeout..=started + took + timeout).contains(&deadline.instant()),
+            "{deadline:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_without_grpc_timeout_has_no_deadline() {
+        let handler = tower::service_fn(|request: http::Request<()>| async move {
+            assert!(request.extensions().get::<Deadline>().is_none());
+            Ok::<_, Infallible>(http::Response::new(()))
+        });
+        let request = http::Request::post("/a.v1.A/Call")
+            .body(())
+            .expect("a request");
+        let response = DeadlineLayer
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .expect("an answer");
+        assert!(response.headers().get("grpc-status").is_none());
+    }
+}
