@@ -120,6 +120,14 @@ impl CallSettings {
         Duration::from_millis(self.timeout_ms)
     }
 
+    /// Whether the settings can work (a CLI checks them before it connects); more than
+    /// [`MAX_ATTEMPTS_CAP`] attempts are not an error, they are taken as the cap.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        let mut settings = self.clone();
+        settings.max_attempts = settings.max_attempts.min(MAX_ATTEMPTS_CAP);
+        settings.validated().map(drop)
+    }
+
     /// Checks the settings; more than [`MAX_ATTEMPTS_CAP`] attempts are taken as the cap, with a
     /// warning, as gRFC A6 says.
     fn validated(mut self) -> Result<Self, SettingsError> {
@@ -465,6 +473,10 @@ mod tests {
         .validated()
         .expect("valid");
         assert_eq!(capped.max_attempts, MAX_ATTEMPTS_CAP);
+        assert!(
+            capped.check().is_ok(),
+            "more attempts than the cap are not an error"
+        );
         for bad in [
             CallSettings {
                 max_attempts: 0,
@@ -487,6 +499,7 @@ mod tests {
                 ..CallSettings::default()
             },
         ] {
+            assert!(bad.check().is_err(), "{bad:?}");
             assert!(bad.clone().validated().is_err(), "{bad:?}");
         }
     }

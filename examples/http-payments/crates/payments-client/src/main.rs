@@ -139,6 +139,11 @@ fn main() -> ExitCode {
             )
             .exit();
     }
+    if let Err(error) = args.calls.check() {
+        <Args as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ValueValidation, error)
+            .exit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
