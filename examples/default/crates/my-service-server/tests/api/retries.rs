@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use proto::{MyRequest, MyResponse, StreamRequest, StreamResult};
 use tonic::{Code, Request, Response, Status};
 
-use crate::helpers::{span, unique_id, world};
+use crate::helpers::{ARRIVAL, metric, span, unique_id, world};
 
 /// What a scripted server saw of one call.
 #[derive(Clone, Debug)]
@@ -343,6 +343,33 @@ async fn the_throttle_holds_a_failing_fleet_to_about_one_attempt_per_call() {
     let per_call = attempts as f64 / f64::from(calls);
     assert!(per_call <= 1.1, "{per_call} attempts per call once drained");
     assert!(before > 20, "retries were made before it drained");
+
+    // Each retry the throttle refused is counted (no other test drains a bucket), and so is
+    // every attempt.
+    world().flush().await;
+    let throttled = metric("client.retries.throttled");
+    let attempts = metric("client.attempts.total");
+    let points = world()
+        .receiver
+        .wait_for(ARRIVAL, |r| {
+            let points = r.points();
+            let ready = points
+                .iter()
+                .any(|p| p.metric == throttled && p.value >= f64::from(calls));
+            ready.then_some(points)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{throttled} never reached {calls}"));
+    let counted = points.iter().rev().find(|p| p.metric == throttled).unwrap();
+    assert_eq!(
+        (counted.kind, counted.monotonic, counted.unit.as_str()),
+        ("sum", true, "{retries}")
+    );
+    assert!(
+        points.iter().any(|p| p.metric == attempts
+            && p.attributes.get("error").map(String::as_str) == Some("true")),
+        "failed attempts are in {attempts}"
+    );
 }
 
 #[tokio::test]
