@@ -9,7 +9,7 @@
 4. stop the server with SIGTERM (it drains and flushes its telemetry);
 5. wait (bounded) until the receiver has what is expected, then check:
    - N client spans, N server spans, 2N inner spans (business logic + database query);
-   - every server span's parent is a client span of the same trace; every inner span's parent
+   - every server span's parent is an attempt of a client span of the same trace; every inner span's parent
      is the expected span; ids are well-formed and unique; no span has status ERROR;
    - resource service.name of each side is the OTEL_SERVICE_NAME it was given;
    - myservice.requests.total (cumulative: last value per series, summed) == N, and the other
@@ -46,6 +46,7 @@ from checks import Checks, dump_json  # noqa: E402
 from rotel import Rotel, RotelError, Telemetry  # noqa: E402
 
 CLIENT_SPAN = "grpc.client.ProcessRequest"
+ATTEMPT_SPAN = "grpc.client.attempt.ProcessRequest"
 SERVER_SPAN = "grpc.server.ProcessRequest"
 LOGIC_SPAN = "process-business-logic"
 DB_SPAN = "database-query"
@@ -198,9 +199,19 @@ def check_all(c: Checks, t: Telemetry, n: int, server_svc: str, client_svc: str,
 
     by_id = {s.span_id: s for s in t.spans}
     client_ids = {s.span_id for s in client_spans}
+
+    def call_of(server_span):
+        # A server span's parent is the attempt that sent it (gRFC A72), an INTERNAL child of the
+        # logical call's CLIENT span; recordings from before attempts had the CLIENT span itself.
+        parent = by_id.get(server_span.parent_span_id or "")
+        if parent is not None and parent.name == ATTEMPT_SPAN and parent.kind == "INTERNAL":
+            call = by_id.get(parent.parent_span_id or "")
+            return call if call is not None and call.trace_id == parent.trace_id else None
+        return parent
+
     bad_parent = []
     for s in server_spans:
-        parent = by_id.get(s.parent_span_id or "")
+        parent = call_of(s)
         if parent is None or parent.span_id not in client_ids:
             bad_parent.append(f"server span {s.span_id} parent={s.parent_span_id} (not a client span)")
         elif parent.trace_id != s.trace_id:
@@ -208,7 +219,9 @@ def check_all(c: Checks, t: Telemetry, n: int, server_svc: str, client_svc: str,
     c.empty(bad_parent, "every server span's parent is a client span of the same trace")
     children: dict[str, int] = {}
     for s in server_spans:
-        children[s.parent_span_id or ""] = children.get(s.parent_span_id or "", 0) + 1
+        call = call_of(s)
+        key = call.span_id if call is not None else ""
+        children[key] = children.get(key, 0) + 1
     c.empty([f"client span {s.span_id} has {children.get(s.span_id, 0)} server children" for s in client_spans
              if children.get(s.span_id, 0) != 1], "every client span has exactly one server span")
     server_ids = {s.span_id for s in server_spans}

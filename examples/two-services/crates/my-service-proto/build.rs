@@ -1,5 +1,6 @@
 //! Compiles every `.proto` under `proto/` with protox (pure Rust: no system `protoc`), generates
-//! the tonic client and server, and keeps the descriptor set for gRPC reflection.
+//! the tonic client and server, keeps the descriptor set for gRPC reflection, and lists the
+//! methods the protos declare safe to retry (`option idempotency_level`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,9 +14,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("descriptor.bin"), descriptors.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("idempotent.rs"),
+        idempotent_methods(&descriptors),
+    )?;
     tonic_prost_build::configure().compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
+}
+
+/// `IDEMPOTENT_METHODS`: `package.Service/Method` of every method whose options say
+/// `idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS` (values 2 and 1 of
+/// `google.protobuf.MethodOptions.IdempotencyLevel`).
+fn idempotent_methods(
+    descriptors: &protox::prost_reflect::prost_types::FileDescriptorSet,
+) -> String {
+    let mut names = Vec::new();
+    for file in &descriptors.file {
+        for service in &file.service {
+            for method in &service.method {
+                let level = method
+                    .options
+                    .as_ref()
+                    .map_or(0, |options| options.idempotency_level.unwrap_or(0));
+                if level == 1 || level == 2 {
+                    let service_name = match file.package() {
+                        "" => service.name().to_owned(),
+                        package => format!("{package}.{}", service.name()),
+                    };
+                    names.push(format!("{service_name}/{}", method.name()));
+                }
+            }
+        }
+    }
+    names.sort();
+    let mut code = String::from(
+        "/// `package.Service/Method` of the methods the protos mark `idempotency_level = \
+         IDEMPOTENT`\n/// or `NO_SIDE_EFFECTS`: the only ones the client retries.\n\
+         pub const IDEMPOTENT_METHODS: &[&str] = &[\n",
+    );
+    for name in names {
+        code.push_str(&format!("    {name:?},\n"));
+    }
+    code.push_str("];\n");
+    code
 }
 
 fn collect_protos(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {

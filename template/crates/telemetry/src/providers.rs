@@ -141,7 +141,7 @@ fn export_warning(
 ) -> String {
     format!(
         "the OTLP {signal} exporter for {} could not be built ({error}); {signal} are not exported",
-        crate::settings::redacted(&settings.endpoint)
+        settings.destination
     )
 }
 
@@ -149,16 +149,21 @@ fn export_warning(
 macro_rules! otlp_exporter {
     ($name:ident, $exporter:ty) => {
         fn $name(s: &SignalSettings) -> Result<$exporter, String> {
-            // The endpoint and timeout are always set here: Settings already applied the env
-            // precedence, and an explicit value keeps the SDK from re-reading (and re-judging) it.
-            // An https endpoint gets the TLS of crate::tls (the SDK reads no certificate variable).
-            let tls = crate::tls::ExporterTls::for_endpoint(s).map_err(|e| e.to_string())?;
+            // The SDK resolves the endpoint, timeout, headers and compression from the
+            // environment; Settings names an endpoint only where the environment gives none (or
+            // one the SDK would refuse). A secure connection gets the TLS of crate::tls: the SDK
+            // reads no certificate variable.
+            let tls = s
+                .secure
+                .then(|| crate::tls::ExporterTls::load(&s.tls))
+                .transpose()
+                .map_err(|e| e.to_string())?;
             match s.protocol {
                 Protocol::Grpc => {
-                    let builder = <$exporter>::builder()
-                        .with_tonic()
-                        .with_endpoint(&s.endpoint)
-                        .with_timeout(s.timeout);
+                    let mut builder = <$exporter>::builder().with_tonic();
+                    if let Some(endpoint) = &s.endpoint {
+                        builder = builder.with_endpoint(endpoint);
+                    }
                     match tls {
                         Some(tls) => builder.with_tls_config(tls.tonic()),
                         None => builder,
@@ -166,11 +171,12 @@ macro_rules! otlp_exporter {
                     .build()
                 }
                 Protocol::HttpProtobuf => {
-                    let builder = <$exporter>::builder()
+                    let mut builder = <$exporter>::builder()
                         .with_http()
-                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                        .with_endpoint(&s.endpoint)
-                        .with_timeout(s.timeout);
+                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+                    if let Some(endpoint) = &s.endpoint {
+                        builder = builder.with_endpoint(endpoint);
+                    }
                     match tls {
                         Some(tls) => builder.with_http_client(tls.http_client(s.timeout)?),
                         None => builder,

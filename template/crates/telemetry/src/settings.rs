@@ -1,5 +1,12 @@
 //! Reads the `OTEL_*` environment once: the variables the Rust SDK leaves to applications, and the
-//! ones it would drop silently when malformed, so a bad value gets one warning and a working default.
+//! ones it would drop silently (or refuse) when malformed, so a bad value gets one warning and a
+//! working default.
+//!
+//! The SDK (opentelemetry-otlp 0.33) resolves the rest itself, from the process environment: the
+//! endpoint (per signal over generic, `/v1/<signal>` appended to a generic OTLP/HTTP one, the
+//! scheme of a gRPC `host:port` from `OTEL_EXPORTER_OTLP_[SIGNAL_]INSECURE`), timeouts, headers and
+//! compression. This module hands it an endpoint only where the environment names none (the
+//! workspace's default) or one the SDK would refuse, and reads the rest only to warn.
 
 use std::time::Duration;
 
@@ -77,12 +84,22 @@ pub struct SignalSettings {
     pub exporter: ExporterKind,
     /// OTLP wire protocol.
     pub protocol: Protocol,
-    /// Full URL the exporter sends to (for HTTP, with the `/v1/<signal>` path).
-    pub endpoint: String,
-    /// Per-export timeout, which also bounds the SDK's retries.
-    pub timeout: Duration,
-    /// CA bundle and client certificate for an `https` endpoint.
+    /// The endpoint to hand the SDK, which then reads none from the environment: the workspace's
+    /// default when the environment names none, the default again after a value the SDK would
+    /// refuse, or one given in code ([`Settings::override_endpoint`]). `None`: the SDK resolves
+    /// the environment's endpoint itself.
+    pub endpoint: Option<String>,
+    /// Where the signal goes, for messages: a URL or `host:port`, without credentials.
+    pub destination: String,
+    /// The connection uses TLS: an `https` endpoint, or a gRPC `host:port` without
+    /// `OTEL_EXPORTER_OTLP_[SIGNAL_]INSECURE=true` (the SDK's rule).
+    pub secure: bool,
+    /// CA bundle and client certificate for a secure connection.
     pub tls: crate::tls::ExporterTlsFiles,
+    /// The export timeout by the SDK's rule (signal over generic over 10 s, a value that is no
+    /// whole number skipped), for the OTLP/HTTP client this crate builds for TLS: the SDK applies
+    /// its timeout to the clients it builds, not to one it is given.
+    pub timeout: Duration,
 }
 
 /// The workspace's compiled-in defaults, used when the environment says nothing.
@@ -94,7 +111,7 @@ pub struct Defaults {
     pub protocol: Protocol,
 }
 
-/// Everything the telemetry crate reads from the environment, resolved with the spec's precedence
+/// What the telemetry crate reads from the environment, resolved with the spec's precedence
 /// (signal-specific over generic over default).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -120,6 +137,28 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 const DEFAULT_METRIC_INTERVAL: Duration = Duration::from_millis(60_000);
 
 impl Settings {
+    /// Sends every signal to `base` (`http://host:port`, as `OTEL_EXPORTER_OTLP_ENDPOINT` would
+    /// give it), whatever the environment says: configuration in code wins over the environment,
+    /// as in the SDK. For tests, whose receivers listen on ports of their own; the endpoint
+    /// variables are read by the SDK from the process environment, which a test cannot set.
+    pub fn override_endpoint(&mut self, base: &str) {
+        for (signal, settings) in [
+            (Signal::Traces, &mut self.traces),
+            (Signal::Metrics, &mut self.metrics),
+            (Signal::Logs, &mut self.logs),
+        ] {
+            let endpoint = match settings.protocol {
+                Protocol::Grpc => base.to_owned(),
+                Protocol::HttpProtobuf => {
+                    format!("{}{}", base.trim_end_matches('/'), signal.http_path())
+                }
+            };
+            settings.destination = redacted(&endpoint);
+            settings.secure = is_https(&endpoint);
+            settings.endpoint = Some(endpoint);
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env(defaults: Defaults) -> Self {
         Self::from_lookup(defaults, |name| std::env::var(name).ok())
@@ -135,19 +174,13 @@ impl Settings {
         let (propagate_trace_context, propagate_baggage) = reader.propagators();
         // The generic variables are read once; each signal may override them.
         let protocol = reader.protocol("OTEL_EXPORTER_OTLP_PROTOCOL", defaults.protocol);
-        let generic = Generic {
-            protocol,
-            endpoint: reader.generic_endpoint(protocol),
-            timeout: reader.millis("OTEL_EXPORTER_OTLP_TIMEOUT", DEFAULT_TIMEOUT, true),
-        };
-        let traces = reader.signal(Signal::Traces, &generic, defaults);
-        let metrics = reader.signal(Signal::Metrics, &generic, defaults);
-        let logs = reader.signal(Signal::Logs, &generic, defaults);
-        let metric_export_interval = reader.millis(
-            "OTEL_METRIC_EXPORT_INTERVAL",
-            DEFAULT_METRIC_INTERVAL,
-            false,
-        );
+        let generic = reader.generic_endpoint(protocol);
+        reader.check_timeout("OTEL_EXPORTER_OTLP_TIMEOUT");
+        let traces = reader.signal(Signal::Traces, protocol, generic.as_deref(), defaults);
+        let metrics = reader.signal(Signal::Metrics, protocol, generic.as_deref(), defaults);
+        let logs = reader.signal(Signal::Logs, protocol, generic.as_deref(), defaults);
+        let metric_export_interval =
+            reader.millis("OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_METRIC_INTERVAL);
         for name in [
             "OTEL_BSP_SCHEDULE_DELAY",
             "OTEL_BSP_MAX_QUEUE_SIZE",
@@ -179,14 +212,6 @@ impl Settings {
     }
 }
 
-/// The `OTEL_EXPORTER_OTLP_*` values every signal starts from.
-struct Generic {
-    protocol: Protocol,
-    /// A valid `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL), if one is set.
-    endpoint: Option<String>,
-    timeout: Duration,
-}
-
 struct Reader<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     warnings: Vec<String>,
@@ -198,6 +223,11 @@ impl Reader<'_> {
         (self.lookup)(name)
             .map(|value| value.trim().to_owned())
             .filter(|value| !value.is_empty())
+    }
+
+    /// A value as the SDK reads it: untrimmed, and unset when empty.
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|value| !value.is_empty())
     }
 
     fn warn(&mut self, name: &str, value: &str, problem: &str, fallback: &str) {
@@ -220,12 +250,13 @@ impl Reader<'_> {
         }
     }
 
-    fn millis(&mut self, name: &str, default: Duration, zero_allowed: bool) -> Duration {
+    /// The SDK would take 0 as given (a reader exporting without pause), so 0 is refused too.
+    fn millis(&mut self, name: &str, default: Duration) -> Duration {
         let Some(value) = self.get(name) else {
             return default;
         };
         match value.parse::<u64>() {
-            Ok(ms) if ms > 0 || zero_allowed => Duration::from_millis(ms),
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
             _ => {
                 let fallback = format!("the default {}", default.as_millis());
                 self.warn(
@@ -236,6 +267,19 @@ impl Reader<'_> {
                 );
                 default
             }
+        }
+    }
+
+    /// The SDK reads the export timeouts itself and ignores a value that is no whole number of
+    /// milliseconds (the generic variable or its default of 10 s applies instead).
+    fn check_timeout(&mut self, name: &str) {
+        if let Some(value) = self.get(name)
+            && value.parse::<u64>().is_err()
+        {
+            self.warnings.push(format!(
+                "{name}={value:?} is invalid (expected a whole number of milliseconds); the SDK \
+                 ignores it"
+            ));
         }
     }
 
@@ -276,26 +320,43 @@ impl Reader<'_> {
         (trace_context, baggage)
     }
 
-    fn signal(&mut self, signal: Signal, generic: &Generic, defaults: Defaults) -> SignalSettings {
+    fn signal(
+        &mut self,
+        signal: Signal,
+        generic_protocol: Protocol,
+        generic_endpoint: Option<&str>,
+        defaults: Defaults,
+    ) -> SignalSettings {
         let infix = signal.env_infix();
         let exporter = self.exporter(&format!("OTEL_{infix}_EXPORTER"));
         let protocol = self.protocol(
             &format!("OTEL_EXPORTER_OTLP_{infix}_PROTOCOL"),
-            generic.protocol,
+            generic_protocol,
         );
-        let endpoint = self.endpoint(signal, protocol, generic, defaults);
-        let timeout = self.millis(
-            &format!("OTEL_EXPORTER_OTLP_{infix}_TIMEOUT"),
-            generic.timeout,
-            true,
-        );
-        let tls = self.tls_files(infix);
+        self.check_timeout(&format!("OTEL_EXPORTER_OTLP_{infix}_TIMEOUT"));
+        let (endpoint, destination) = self.endpoint(signal, protocol, generic_endpoint, defaults);
+        let timeout = [
+            format!("OTEL_EXPORTER_OTLP_{infix}_TIMEOUT"),
+            "OTEL_EXPORTER_OTLP_TIMEOUT".to_owned(),
+        ]
+        .iter()
+        .find_map(|name| self.raw(name)?.parse().ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        // The SDK gives a gRPC host:port its scheme, from INSECURE, wherever it comes from.
+        let url = endpoint.as_deref().unwrap_or(&destination);
+        let secure = if has_scheme(url) {
+            is_https(url)
+        } else {
+            !self.insecure(signal)
+        };
         SignalSettings {
             exporter,
             protocol,
             endpoint,
+            destination,
+            secure,
+            tls: self.tls_files(infix),
             timeout,
-            tls,
         }
     }
 
@@ -349,19 +410,11 @@ impl Reader<'_> {
         })
     }
 
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` if valid: a URL, or for gRPC `host:port` without a scheme
-    /// (the scheme then follows `OTEL_EXPORTER_OTLP_[SIGNAL_]INSECURE`, see [`Self::with_scheme`]).
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` if valid: a URL, or for gRPC `host:port` without a scheme.
     fn generic_endpoint(&mut self, protocol: Protocol) -> Option<String> {
         let name = "OTEL_EXPORTER_OTLP_ENDPOINT";
-        let value = self.get(name)?;
-        let checked = if has_scheme(&value) {
-            check_url(&value)
-        } else if protocol == Protocol::Grpc {
-            check_url(&format!("http://{value}")).map_err(|_| "not a valid host:port or URL")
-        } else {
-            Err("OTLP/HTTP needs an absolute URL starting with http:// or https://")
-        };
-        match checked {
+        let value = self.raw(name)?;
+        match check_endpoint(&value, protocol) {
             Ok(()) => Some(value),
             Err(problem) => {
                 self.warn(name, &redacted(&value), problem, "the default endpoint");
@@ -370,80 +423,72 @@ impl Reader<'_> {
         }
     }
 
-    /// A gRPC endpoint without a scheme (`collector:4317`) gets one by the spec's rule, the one the
-    /// SDK applies: `http://` when `OTEL_EXPORTER_OTLP_[SIGNAL_]INSECURE` is `true`, `https://`
-    /// otherwise. Any other endpoint is returned as it is.
-    fn with_scheme(&mut self, value: String, protocol: Protocol, signal: Signal) -> String {
-        if protocol != Protocol::Grpc || has_scheme(&value) {
-            return value;
-        }
+    /// `OTEL_EXPORTER_OTLP_[SIGNAL_]INSECURE`, as the SDK reads it: the signal's variable if set,
+    /// else the generic one; `true` (any case) is insecure, anything else secure.
+    fn insecure(&mut self, signal: Signal) -> bool {
         let specific = format!("OTEL_EXPORTER_OTLP_{}_INSECURE", signal.env_infix());
-        let (name, setting) = match self.get(&specific) {
-            Some(setting) => (specific, Some(setting)),
-            None => (
-                "OTEL_EXPORTER_OTLP_INSECURE".to_owned(),
-                self.get("OTEL_EXPORTER_OTLP_INSECURE"),
-            ),
+        let (name, value) = match self.raw(&specific) {
+            Some(value) => (specific, value),
+            None => match self.raw("OTEL_EXPORTER_OTLP_INSECURE") {
+                Some(value) => ("OTEL_EXPORTER_OTLP_INSECURE".to_owned(), value),
+                None => return false,
+            },
         };
-        let insecure = match setting.as_deref() {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("true") => true,
-            Some(v) if v.eq_ignore_ascii_case("false") => false,
-            Some(v) => {
-                let warning = format!(
-                    "{name}={v:?} is invalid (expected true or false); using false (https)"
-                );
-                // The generic variable serves three signals: one warning, not three.
-                if !self.warnings.contains(&warning) {
-                    self.warnings.push(warning);
-                }
-                false
+        let insecure = value.eq_ignore_ascii_case("true");
+        if !insecure && !value.eq_ignore_ascii_case("false") {
+            let warning = format!(
+                "{name}={value:?} is invalid (expected true or false); using false (https)"
+            );
+            // The generic variable serves three signals: one warning, not three.
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
             }
-        };
-        format!("{}://{value}", if insecure { "http" } else { "https" })
+        }
+        insecure
     }
 
+    /// The endpoint to hand the SDK (`None`: the SDK reads the environment's), and where the
+    /// signal goes, for messages.
     fn endpoint(
         &mut self,
         signal: Signal,
         protocol: Protocol,
-        generic: &Generic,
+        generic: Option<&str>,
         defaults: Defaults,
-    ) -> String {
+    ) -> (Option<String>, String) {
+        // A gRPC host:port set for all signals is no base URL for a signal sent over HTTP.
+        let generic = generic.filter(|base| check_endpoint(base, protocol).is_ok());
         let specific = format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.env_infix());
-        // A signal-specific endpoint is a full URL (or a gRPC host:port), used as given.
-        if let Some(value) = self.get(&specific) {
-            let value = self.with_scheme(value, protocol, signal);
-            match check_url(&value) {
-                Ok(()) => return value,
+        // The SDK would refuse a bad value and leave the signal dark: what replaces it is handed
+        // over explicitly, so the SDK reads no endpoint variable.
+        let mut refused = false;
+        if let Some(value) = self.raw(&specific) {
+            match check_endpoint(&value, protocol) {
+                Ok(()) => return (None, redacted(&value)),
                 Err(problem) => {
-                    self.warn(
-                        &specific,
-                        &redacted(&value),
-                        problem,
-                        "the generic endpoint",
-                    );
+                    let fallback = match generic {
+                        Some(_) => "the generic endpoint",
+                        None => "the default endpoint",
+                    };
+                    self.warn(&specific, &redacted(&value), problem, fallback);
+                    refused = true;
                 }
             }
         }
-        let default_base = if protocol == defaults.protocol {
+        let base = generic.unwrap_or(if protocol == defaults.protocol {
             defaults.endpoint
         } else {
             protocol.spec_default_endpoint()
-        };
-        let base = generic
-            .endpoint
-            .as_deref()
-            // A gRPC host:port set for all signals is no base URL for a signal sent over HTTP.
-            .filter(|base| protocol == Protocol::Grpc || has_scheme(base))
-            .unwrap_or(default_base);
-        // The generic endpoint is a base URL: OTLP/HTTP appends the signal's path to it.
-        match protocol {
-            Protocol::Grpc => self.with_scheme(base.to_owned(), protocol, signal),
+        });
+        let endpoint = match protocol {
+            Protocol::Grpc => base.to_owned(),
+            // What the SDK does with a generic endpoint: the signal's path is appended.
             Protocol::HttpProtobuf => {
                 format!("{}{}", base.trim_end_matches('/'), signal.http_path())
             }
-        }
+        };
+        let shown = redacted(&endpoint);
+        ((generic.is_none() || refused).then_some(endpoint), shown)
     }
 
     fn check_sampler(&mut self) {
@@ -535,6 +580,22 @@ fn has_scheme(value: &str) -> bool {
         .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']))
 }
 
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
+/// A value the SDK takes: a URL, or for gRPC a `host:port` (the SDK adds the scheme).
+fn check_endpoint(value: &str, protocol: Protocol) -> Result<(), &'static str> {
+    if has_scheme(value) {
+        check_url(value)
+    } else if protocol == Protocol::Grpc {
+        check_url(&format!("http://{value}")).map_err(|_| "not a valid host:port or URL")
+    } else {
+        Err("OTLP/HTTP needs an absolute URL starting with http:// or https://")
+    }
+}
+
 fn check_url(value: &str) -> Result<(), &'static str> {
     let rest = value
         .strip_prefix("http://")
@@ -584,33 +645,36 @@ mod tests {
         })
     }
 
-    /// The spec (and the SDK) take a gRPC endpoint without a scheme; `INSECURE` picks it.
+    /// The spec (and the SDK) take a gRPC endpoint without a scheme; `INSECURE` picks it. The
+    /// SDK applies it: the crate only needs to know whether the connection is secure.
     #[test]
-    fn a_grpc_endpoint_without_a_scheme_takes_its_scheme_from_insecure() {
+    fn a_grpc_endpoint_without_a_scheme_is_left_to_the_sdk_and_insecure_decides_tls() {
         let s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
-        assert_eq!(s.traces.endpoint, "https://collector:4317");
+        assert_eq!(s.traces.endpoint, None, "the SDK reads it");
+        assert_eq!(s.traces.destination, "collector:4317");
+        assert!(s.traces.secure);
         let s = settings(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
             ("OTEL_EXPORTER_OTLP_INSECURE", "TRUE"),
             ("OTEL_EXPORTER_OTLP_LOGS_INSECURE", "false"),
         ]);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
-        assert_eq!(s.traces.endpoint, "http://collector:4317");
-        assert_eq!(s.metrics.endpoint, "http://collector:4317");
-        assert_eq!(s.logs.endpoint, "https://collector:4317");
+        assert!(!s.traces.secure && !s.metrics.secure);
+        assert!(s.logs.secure);
         let s = settings(&[
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "traces:4317"),
             ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
         ]);
-        assert_eq!(s.traces.endpoint, "https://traces:4317");
+        assert!(s.traces.secure);
         assert_eq!(
             s.warnings,
             [
                 "OTEL_EXPORTER_OTLP_INSECURE=\"yes\" is invalid (expected true or false); using false (https)"
             ]
         );
-        // OTLP/HTTP has no such rule: a URL or nothing.
+        // OTLP/HTTP has no such rule: a URL or nothing. The SDK would refuse it, so the default is
+        // named explicitly.
         let s = settings(&[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
@@ -621,22 +685,37 @@ mod tests {
             "{:?}",
             s.warnings
         );
-        assert_eq!(s.traces.endpoint, "http://localhost:4318/v1/traces");
+        assert_eq!(
+            s.traces.endpoint.as_deref(),
+            Some("http://localhost:4318/v1/traces")
+        );
     }
 
     #[test]
-    fn defaults_apply_when_the_environment_is_empty() {
+    fn the_workspace_default_is_named_only_when_the_environment_names_no_endpoint() {
         let s = settings(&[]);
         assert!(!s.sdk_disabled);
-        assert_eq!(s.traces.endpoint, "http://collector:4317");
+        assert_eq!(s.traces.endpoint.as_deref(), Some("http://collector:4317"));
+        assert!(!s.traces.secure);
         assert_eq!(s.traces.protocol, Protocol::Grpc);
         assert_eq!(s.logs.exporter, ExporterKind::Otlp);
         assert!(s.propagate_trace_context && s.propagate_baggage);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        // Either endpoint variable leaves the choice to the SDK, which applies the precedence.
+        let s = settings(&[("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "https://logs:4317")]);
+        assert_eq!(s.logs.endpoint, None);
+        assert!(s.logs.secure);
+        assert_eq!(s.traces.endpoint.as_deref(), Some("http://collector:4317"));
+        let s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317")]);
+        assert!(
+            [&s.traces, &s.metrics, &s.logs]
+                .iter()
+                .all(|signal| signal.endpoint.is_none() && signal.secure)
+        );
     }
 
     #[test]
-    fn http_appends_signal_paths_to_the_generic_endpoint_only() {
+    fn http_destinations_show_the_path_the_sdk_appends_to_the_generic_endpoint() {
         let s = settings(&[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
@@ -645,15 +724,76 @@ mod tests {
                 "http://logs:9999/custom",
             ),
         ]);
-        assert_eq!(s.traces.endpoint, "http://c:4318/v1/traces");
-        assert_eq!(s.metrics.endpoint, "http://c:4318/v1/metrics");
-        assert_eq!(s.logs.endpoint, "http://logs:9999/custom");
+        assert_eq!(s.traces.destination, "http://c:4318/v1/traces");
+        assert_eq!(s.logs.destination, "http://logs:9999/custom");
+        assert!(s.traces.endpoint.is_none() && s.logs.endpoint.is_none());
     }
 
     #[test]
     fn switching_protocol_without_endpoint_uses_the_spec_port() {
         let s = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
-        assert_eq!(s.traces.endpoint, "http://localhost:4318/v1/traces");
+        assert_eq!(
+            s.traces.endpoint.as_deref(),
+            Some("http://localhost:4318/v1/traces")
+        );
+    }
+
+    #[test]
+    fn an_endpoint_given_in_code_wins_over_the_environment() {
+        let mut s = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
+        ]);
+        s.override_endpoint("http://127.0.0.1:9/");
+        assert_eq!(s.traces.endpoint.as_deref(), Some("http://127.0.0.1:9/"));
+        assert_eq!(
+            s.metrics.endpoint.as_deref(),
+            Some("http://127.0.0.1:9/v1/metrics")
+        );
+        assert!(!s.traces.secure);
+    }
+
+    /// The SDK reads an endpoint as it is, spaces included, and refuses it.
+    #[test]
+    fn an_endpoint_the_sdk_would_refuse_gets_the_default_explicitly() {
+        let s = settings(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", " http://c:4317")]);
+        assert_eq!(s.traces.endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(s.warnings[0].starts_with("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="));
+        // With a good generic endpoint, that one, explicitly: the SDK would read the bad value.
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c 4317"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "generic:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+        ]);
+        assert_eq!(s.traces.endpoint.as_deref(), Some("generic:4317"));
+        assert!(!s.traces.secure, "the SDK adds http:// to it");
+        assert_eq!(s.metrics.endpoint, None);
+        assert!(
+            s.warnings[0].ends_with("using the generic endpoint"),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    /// The SDK skips a timeout that is no whole number; the client this crate builds for
+    /// OTLP/HTTP over TLS follows the same rule.
+    #[test]
+    fn timeouts_follow_the_sdk() {
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "soon"),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "700"),
+        ]);
+        assert_eq!(s.traces.timeout, Duration::from_millis(2500));
+        assert_eq!(s.logs.timeout, Duration::from_millis(700));
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].contains("the SDK ignores it"),
+            "{:?}",
+            s.warnings
+        );
+        assert_eq!(settings(&[]).metrics.timeout, DEFAULT_TIMEOUT);
     }
 
     #[test]
@@ -676,7 +816,7 @@ mod tests {
         ]);
         assert!(!s.sdk_disabled);
         assert_eq!(s.traces.protocol, Protocol::Grpc);
-        assert_eq!(s.traces.endpoint, "http://collector:4317");
+        assert_eq!(s.traces.endpoint.as_deref(), Some("http://collector:4317"));
         assert_eq!(s.metric_export_interval, DEFAULT_METRIC_INTERVAL);
         assert_eq!(s.traces.exporter, ExporterKind::Otlp);
         assert!(s.propagate_trace_context && !s.propagate_baggage);

@@ -177,18 +177,6 @@ pub(crate) struct ExporterTls {
 }
 
 impl ExporterTls {
-    /// For an `https` endpoint, its TLS; `None` for `http` (the scheme decides, as the
-    /// specification says; the certificate variables only apply to a secure connection).
-    pub(crate) fn for_endpoint(
-        settings: &crate::settings::SignalSettings,
-    ) -> Result<Option<Self>, TlsError> {
-        let https = settings
-            .endpoint
-            .get(..8)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
-        https.then(|| Self::load(&settings.tls)).transpose()
-    }
-
     pub(crate) fn load(files: &ExporterTlsFiles) -> Result<Self, TlsError> {
         let ca = files.certificate.as_ref().map(ca).transpose()?;
         let identity = match (&files.client_certificate, &files.client_key) {
@@ -312,13 +300,18 @@ mod tests {
 
     /// Builds the three OTLP exporters with `env`, sends one span, one log record and one metric
     /// point, and flushes; returns the warnings and the shutdown's problems.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` in `env` is set in code: the SDK reads the endpoint from the
+    /// process environment only.
     async fn export_all(env: Vec<(String, String)>) -> (Vec<String>, Vec<String>) {
-        let lookup = move |name: &str| {
+        let lookup = |name: &str| {
             env.iter()
                 .find(|(key, _)| key == name)
                 .map(|(_, value)| value.clone())
         };
-        let settings = Settings::from_lookup(crate::defaults::DEFAULTS, lookup);
+        let mut settings = Settings::from_lookup(crate::defaults::DEFAULTS, lookup);
+        if let Some(base) = lookup("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            settings.override_endpoint(&base);
+        }
         let mut warnings = settings.warnings.clone();
         let resource = crate::providers::resource("tls-test", "0", "", "");
         let providers = crate::providers::build(&settings, &resource, &mut warnings);

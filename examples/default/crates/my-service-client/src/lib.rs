@@ -1,20 +1,24 @@
 //! A typed client for the service: connects with a timeout (to one address, or balancing over
 //! the healthy replicas a name resolves to, see [`discovery`]), and every call goes through the
-//! telemetry layer (CLIENT span, W3C trace propagation, client metrics).
+//! telemetry layer (CLIENT span, W3C trace propagation, client metrics), with a deadline, and is
+//! retried when its method is idempotent and a replica was unavailable (see [`retry`]).
 
 pub mod discovery;
 pub mod load;
+pub mod retry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use telemetry::grpc::{GrpcClientLayer, GrpcClientService, SpanAttributes};
+use telemetry::grpc::{GrpcClientLayer, GrpcClientService};
 use telemetry::tls::{Identity, PemFile, TlsError};
 use tonic::transport::{Channel, Endpoint};
 
 pub use discovery::{Balancing, Discovery, LbPolicy};
+pub use retry::{CallSettings, SettingsError};
+
 pub use proto::{
     DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME, StreamRequest, StreamResult,
 };
@@ -89,10 +93,14 @@ impl Tls {
     }
 }
 
-/// A connected, instrumented client of the service.
+/// A connected, instrumented client of the service. Clones share the connection and the retry
+/// throttle.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: proto::ServiceClient<GrpcClientService<Channel>>,
+    calls: Arc<retry::Calls>,
+    /// This clone's call deadline ([`Client::with_timeout`]).
+    timeout: Duration,
     /// With balancing: how many replicas report SERVING.
     ready: Option<tokio::sync::watch::Receiver<usize>>,
 }
@@ -178,13 +186,41 @@ impl Client {
         })
     }
 
-    /// Wraps an existing channel; `host` and `port` name the server on the spans.
+    /// Wraps an existing channel; `host` and `port` name the server on the spans. Calls use the
+    /// default [`CallSettings`].
     pub fn from_channel(channel: Channel, host: &str, port: u16) -> Self {
         let layer = GrpcClientLayer::new(proto::METRIC_PREFIX, host, port);
-        let service = tower::ServiceBuilder::new().layer(layer).service(channel);
+        let service = tower::ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(channel);
+        let settings = CallSettings::default();
+        let timeout = settings.timeout();
+        let calls = retry::Calls::new(settings, layer)
+            .unwrap_or_else(|_| unreachable!("the default settings are valid"));
         Self {
             inner: proto::ServiceClient::new(service),
+            calls: Arc::new(calls),
+            timeout,
             ready: None,
+        }
+    }
+
+    /// This client with other deadline and retry settings (and a throttle of its own).
+    pub fn with_settings(mut self, settings: CallSettings) -> Result<Self, SettingsError> {
+        let layer = self.calls.layer().clone();
+        let calls = retry::Calls::new(settings, layer)?;
+        self.timeout = calls.settings.timeout();
+        self.calls = Arc::new(calls);
+        Ok(self)
+    }
+
+    /// A clone whose calls have `timeout` as their deadline, for one call or a few:
+    /// `client.with_timeout(remaining).process_request(id)`. It shares the throttle.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
         }
     }
 
@@ -200,22 +236,31 @@ impl Client {
         id: impl Into<String>,
     ) -> Result<MyResponse, tonic::Status> {
         let id = id.into();
-        let mut request = tonic::Request::new(MyRequest { id: id.clone() });
-        request
-            .extensions_mut()
-            .insert(SpanAttributes(vec![KeyValue::new(
-                "request.id",
-                telemetry::bounded(&id).to_owned(),
-            )]));
-        self.inner
-            .process_request(request)
+        let attributes = vec![KeyValue::new(
+            "request.id",
+            telemetry::bounded(&id).to_owned(),
+        )];
+        let inner = &self.inner;
+        self.calls
+            .run(
+                "ProcessRequest",
+                MyRequest { id },
+                attributes,
+                self.timeout,
+                |request| {
+                    let mut inner = inner.clone();
+                    async move { inner.process_request(request).await }
+                },
+            )
             .await
-            .map(tonic::Response::into_inner)
     }
 
     /// Calls `StreamResults`: asks for `count` results of `id`, `interval` apart, and returns the
     /// stream of results (read it with `.message().await` until `None`; an error ends it). The
-    /// call's CLIENT span lasts until the stream ends, or until it is dropped (CANCELLED).
+    /// call's CLIENT span lasts until the stream ends, or until it is dropped (CANCELLED). The
+    /// call's deadline covers the whole stream: a stream still going when it passes ends with
+    /// DEADLINE_EXCEEDED (ask a longer one with [`Client::with_timeout`]). `StreamResults` is not
+    /// marked idempotent in the proto, so it is never retried.
     pub async fn stream_results(
         &mut self,
         id: impl Into<String>,
@@ -224,18 +269,24 @@ impl Client {
     ) -> Result<tonic::Streaming<StreamResult>, tonic::Status> {
         let id = id.into();
         let shown = telemetry::bounded(&id).to_owned();
-        let mut request = tonic::Request::new(StreamRequest {
+        let message = StreamRequest {
             id,
             count,
             interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
-        });
-        request
-            .extensions_mut()
-            .insert(SpanAttributes(vec![KeyValue::new("request.id", shown)]));
-        self.inner
-            .stream_results(request)
+        };
+        let inner = &self.inner;
+        self.calls
+            .run(
+                "StreamResults",
+                message,
+                vec![KeyValue::new("request.id", shown)],
+                self.timeout,
+                |request| {
+                    let mut inner = inner.clone();
+                    async move { inner.stream_results(request).await }
+                },
+            )
             .await
-            .map(tonic::Response::into_inner)
     }
 }
 

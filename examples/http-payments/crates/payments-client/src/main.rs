@@ -81,6 +81,10 @@ struct Args {
     #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
 
+    /// The call deadline and the retries.
+    #[command(flatten)]
+    calls: client::CallSettings,
+
     /// Log lines on stderr: `human` (readable), `json` (bunyan, for machines) or `auto` (human
     /// when stderr is a terminal).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
@@ -136,6 +140,11 @@ fn main() -> ExitCode {
                 clap::error::ErrorKind::ArgumentConflict,
                 "--count and --interval-ms apply to --method stream-results only",
             )
+            .exit();
+    }
+    if let Err(error) = args.calls.check() {
+        <Args as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ValueValidation, error)
             .exit();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -233,7 +242,11 @@ async fn call_once(args: &Args) -> ExitCode {
         )
     };
     let outcome = async {
-        let mut client = connect(args, timeout).await.map_err(|e| e.to_string())?;
+        let mut client = connect(args, timeout)
+            .await
+            .map_err(|e| e.to_string())?
+            .with_settings(args.calls.clone())
+            .map_err(|e| e.to_string())?;
         match args.call() {
             Call::ProcessRequest => {
                 let response = client.process_request(id).await.map_err(describe)?;
@@ -270,7 +283,13 @@ async fn call_once(args: &Args) -> ExitCode {
 
 async fn load_server(args: &Args, amount: Amount) -> ExitCode {
     let timeout = Duration::from_secs(args.connect_timeout_secs);
-    let client = match connect(args, timeout).await {
+    let client = match connect(args, timeout)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            c.with_settings(args.calls.clone())
+                .map_err(|e| e.to_string())
+        }) {
         Ok(client) => client,
         Err(error) => {
             eprintln!("error: {error}");

@@ -21,5 +21,8 @@ pub const METRIC_PREFIX: &str = "payments";
 /// The port the server listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8443;
 
+// `IDEMPOTENT_METHODS`, from the protos' `option idempotency_level`.
+include!(concat!(env!("OUT_DIR"), "/idempotent.rs"));
+
 /// The encoded descriptor set of the package, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -2,6 +2,7 @@
 //! `main` and the tests start it the same way.
 
 mod config;
+pub mod deadline;
 pub mod drain;
 mod error;
 mod limits;
@@ -14,6 +15,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 pub use config::Config;
+pub use deadline::Deadline;
 pub use error::ProcessError;
 pub use service::{MAX_STREAM_COUNT, MAX_STREAM_INTERVAL_MS};
 
@@ -93,6 +95,8 @@ pub async fn run(
         .layer(telemetry_layer)
         // Inside the telemetry layer: a refused call gets its server span and metrics.
         .layer(shed_layer)
+        // The handler's deadline; inside the telemetry layer, so an expiry is on the span.
+        .layer(deadline::DeadlineLayer)
         .layer(limits::MessageLimitLayer)
         .add_service(health_service)
         .add_service(reflection)

@@ -94,6 +94,63 @@ fn unary_call(c: &mut Criterion) {
     });
 }
 
+/// One unary call through `GrpcClientLayer`, in the two shapes a client makes: a lone CLIENT span
+/// (a plain channel, as before retries), and a retrying client's CLIENT span over an attempt span
+/// (`start_call`, then the request marked with `Attempt`). The difference is what the call/attempt
+/// split costs a healthy call.
+fn client_call(c: &mut Criterion) {
+    telemetry();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let layer = telemetry::grpc::GrpcClientLayer::new("bench", "127.0.0.1", 50051);
+    let channel = tower::service_fn(|_request: http::Request<tonic::body::Body>| async {
+        let response = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "0")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        Ok::<_, Infallible>(response)
+    });
+    let mut service = layer.layer(channel);
+    let mut call = |attempt: Option<telemetry::grpc::Attempt>| {
+        let mut request = http::Request::post("/bench.v1.Bench/Call")
+            .header("content-type", "application/grpc")
+            .header("grpc-timeout", "10000m")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        if let Some(attempt) = attempt {
+            request.extensions_mut().insert(attempt);
+        }
+        runtime.block_on(async {
+            std::future::poll_fn(|cx| {
+                Service::<http::Request<tonic::body::Body>>::poll_ready(&mut service, cx)
+            })
+            .await
+            .unwrap();
+            black_box(service.call(request).await.unwrap());
+        });
+    };
+    c.bench_function("unary call through GrpcClientLayer: CLIENT span", |b| {
+        b.iter(|| call(None));
+    });
+    c.bench_function(
+        "unary call through GrpcClientLayer: CLIENT span over an attempt span",
+        |b| {
+            b.iter(|| {
+                let logical = layer.start_call("/bench.v1.Bench/Call", Vec::new());
+                call(Some(telemetry::grpc::Attempt {
+                    number: 1,
+                    call: logical.clone(),
+                }));
+                // The answer is trailers-only: the retry loop ends the call, as here.
+                logical.end(&tonic::Status::new(tonic::Code::Ok, ""));
+            });
+        },
+    );
+}
+
 /// One bunyan line and OTLP log record inside a span that is already open.
 fn log_line(c: &mut Criterion) {
     telemetry();
@@ -160,5 +217,5 @@ fn span(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, unary_call, log_line, span);
+criterion_group!(benches, unary_call, client_call, log_line, span);
 criterion_main!(benches);

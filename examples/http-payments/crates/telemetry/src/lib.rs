@@ -86,6 +86,7 @@ pub struct Telemetry {
     service_version: String,
     writer: Option<BoxMakeWriter>,
     env: EnvLookup,
+    endpoint: Option<String>,
     span_lines: Option<bool>,
     cli: CliOptions,
 }
@@ -117,6 +118,7 @@ impl Telemetry {
             service_version: service_version.to_owned(),
             writer: None,
             env: Box::new(|name| std::env::var(name).ok()),
+            endpoint: None,
             span_lines: None,
             cli: CliOptions::default(),
         }
@@ -130,10 +132,19 @@ impl Telemetry {
 
     /// Reads the settings of [`Settings`], `RUST_LOG` and `LOG_SPAN_LINES` through `env` instead
     /// of the process environment, which a multi-threaded test cannot safely change. The SDK still
-    /// reads what it owns from the process: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, the
-    /// headers, the sampler and the batch settings.
+    /// reads what it owns from the process only: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+    /// the endpoints and `INSECURE`, timeouts, headers, compression, the sampler and the batch
+    /// settings (a test sets the endpoint with [`Self::otlp_endpoint`], or starts a process).
     pub fn env(mut self, env: impl Fn(&str) -> Option<String> + 'static) -> Self {
         self.env = Box::new(env);
+        self
+    }
+
+    /// Sends every signal to `base` (`http://host:port`), whatever the environment says: what
+    /// code sets wins over the environment, as in the SDK. For tests, whose receivers listen on
+    /// ports of their own.
+    pub fn otlp_endpoint(mut self, base: impl Into<String>) -> Self {
+        self.endpoint = Some(base.into());
         self
     }
 
@@ -180,7 +191,10 @@ impl Telemetry {
             &mut Vec<String>,
         ) -> providers::Providers,
     ) -> Result<TelemetryGuard, InitError> {
-        let settings = Settings::from_lookup(defaults::DEFAULTS, &self.env);
+        let mut settings = Settings::from_lookup(defaults::DEFAULTS, &self.env);
+        if let Some(base) = &self.endpoint {
+            settings.override_endpoint(base);
+        }
         let mut warnings = settings.warnings.clone();
         let span_lines = self.span_lines.unwrap_or_else(|| {
             (self.env)("LOG_SPAN_LINES").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
@@ -272,7 +286,7 @@ impl Telemetry {
             _stdout: stdout_guard,
             budget: self.cli.shutdown_budget.unwrap_or(SHUTDOWN_BUDGET),
             deferred,
-            endpoint: settings::redacted(&settings.traces.endpoint),
+            endpoint: settings.traces.destination.clone(),
         })
     }
 }

@@ -40,7 +40,9 @@ async fn a_call_over_tls_and_over_mutual_tls_is_one_trace() {
         let client = span(&spans, "grpc.client.ProcessRequest");
         let server = span(&spans, "grpc.server.ProcessRequest");
         assert_eq!(server.trace_id, client.trace_id, "mutual: {mutual}");
-        assert_eq!(server.parent_span_id, client.span_id, "mutual: {mutual}");
+        let attempt = span(&spans, "grpc.client.attempt.ProcessRequest");
+        assert_eq!(attempt.parent_span_id, client.span_id, "mutual: {mutual}");
+        assert_eq!(server.parent_span_id, attempt.span_id, "mutual: {mutual}");
         assert_eq!(server.status, "UNSET", "{server:?}");
     }
 }

@@ -36,8 +36,8 @@ pub(crate) fn world() -> &'static World {
                 let endpoint = receiver.endpoint();
                 let guard = Telemetry::builder(proto::SERVICE_NAME, "test")
                     .writer(capture.make_writer())
+                    .otlp_endpoint(endpoint)
                     .env(move |name| match name {
-                        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
                         "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_owned()),
                         "RUST_LOG" => Some("info".to_owned()),
                         _ => None,

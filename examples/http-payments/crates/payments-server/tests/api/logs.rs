@@ -13,7 +13,7 @@ async fn exported_log_records_carry_their_span_ids() {
     let server = span(&spans, "grpc.server.ProcessRequest");
     let query = span(&spans, "database-query");
     let logic = span(&spans, "process-business-logic");
-    let client = span(&spans, "grpc.client.ProcessRequest");
+    let attempt = span(&spans, "grpc.client.attempt.ProcessRequest");
     let logs = world().logs_of(&server.trace_id, 5).await;
 
     let check = |body: &str, expected_span: &str| {
@@ -28,7 +28,7 @@ async fn exported_log_records_carry_their_span_ids() {
     check("Executing database query", &query.span_id);
     check(
         &format!("Calling service at 127.0.0.1:{}", app.address.port()),
-        &client.span_id,
+        &attempt.span_id,
     );
     let done = logs
         .iter()

@@ -50,15 +50,17 @@ async fn a_stream_is_one_trace_measured_to_its_last_result() {
     }
     assert_eq!(sequences, [1, 2, 3, 4]);
 
-    // Client, server, and per result its span and its query.
-    let spans = world().trace_of(&id, 2 + 4 * 2).await;
-    assert_eq!(spans.len(), 2 + 4 * 2, "{spans:#?}");
+    // Client, its attempt, server, and per result its span and its query.
+    let spans = world().trace_of(&id, 3 + 4 * 2).await;
+    assert_eq!(spans.len(), 3 + 4 * 2, "{spans:#?}");
     assert_eq!(all(&spans, "grpc.client.StreamResults").len(), 1);
     assert_eq!(all(&spans, "grpc.server.StreamResults").len(), 1);
     let client = span(&spans, "grpc.client.StreamResults");
     let server = span(&spans, "grpc.server.StreamResults");
     assert_eq!((client.kind, server.kind), ("CLIENT", "SERVER"));
-    assert_eq!(server.parent_span_id, client.span_id, "one trace");
+    let attempt = span(&spans, "grpc.client.attempt.StreamResults");
+    assert_eq!(attempt.parent_span_id, client.span_id, "one trace");
+    assert_eq!(server.parent_span_id, attempt.span_id, "one trace");
     let method = method();
     for (side, sent, received) in [(client, "1", "4"), (server, "4", "1")] {
         check_attributes(
@@ -148,8 +150,8 @@ async fn an_invalid_count_or_interval_is_invalid_argument() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         assert_eq!(status.message(), message);
 
-        let spans = world().trace_of(&id, 2).await;
-        assert_eq!(spans.len(), 2, "no work started: {spans:#?}");
+        let spans = world().trace_of(&id, 3).await;
+        assert_eq!(spans.len(), 3, "no work started: {spans:#?}");
         let client = span(&spans, "grpc.client.StreamResults");
         let server = span(&spans, "grpc.server.StreamResults");
         check_attributes(client, &[("rpc.status_code", "INVALID_ARGUMENT")]);

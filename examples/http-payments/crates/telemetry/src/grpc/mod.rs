@@ -22,7 +22,7 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 pub use calls::ServerCalls;
-pub use client::{GrpcClientLayer, GrpcClientService, SpanAttributes};
+pub use client::{Attempt, ClientCall, GrpcClientLayer, GrpcClientService, SpanAttributes};
 pub use server::{GrpcServerLayer, GrpcServerService};
 pub(crate) use status::StatusFromCode;
 
@@ -37,6 +37,10 @@ mod attr {
     pub(super) const MESSAGE_SENT_COUNT: &str = "rpc.message.sent_count";
     pub(super) const MESSAGE_RECEIVED_COUNT: &str = "rpc.message.received_count";
 }
+
+/// How close to its deadline a call that ends without a status counts as expired: see
+/// `CallRecord::expired`.
+const DEADLINE_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// `rpc.method` for calls to methods the server does not know: raw paths are unbounded.
 const OTHER: &str = "_OTHER";
@@ -166,12 +170,17 @@ enum Side {
 #[derive(Debug)]
 struct Instruments {
     side: Side,
-    /// `rpc.server.call.duration` / `rpc.client.call.duration`.
-    rpc_duration: Histogram<f64>,
+    /// `rpc.server.call.duration` / `rpc.client.call.duration` (none for a client's attempts).
+    rpc_duration: Option<Histogram<f64>>,
     /// The seed's `<prefix>.requests.total` / `<prefix>.client.calls.total`.
     calls: Counter<u64>,
-    /// The seed's `<prefix>.request.duration` / `<prefix>.client.call.duration`.
-    duration: Histogram<f64>,
+    /// The seed's `<prefix>.request.duration` / `<prefix>.client.call.duration` (none for a
+    /// client's attempts).
+    duration: Option<Histogram<f64>>,
+    /// A client's attempts: counted, and their span gets the status, but no log line, message
+    /// counts or histogram, which their call has (the cost of a healthy call's attempt stays one
+    /// span and one counter).
+    attempt: bool,
     /// The seed's `<prefix>.requests.active` (server only).
     active: Option<UpDownCounter<i64>>,
     /// The calls open through the layer, for the server's shutdown (server only).
@@ -190,6 +199,12 @@ struct CallRecord {
     instruments: Arc<Instruments>,
     finished: bool,
     messages: Arc<MessageCounts>,
+    /// When the call's `grpc-timeout` runs out: a call dropped or failed after it is
+    /// DEADLINE_EXCEEDED (tonic's own timers say CANCELLED), not CANCELLED or UNAVAILABLE.
+    deadline: Option<tokio::time::Instant>,
+    /// The logical call a client attempt belongs to, once that attempt has committed (its
+    /// response headers came): the call ends with it.
+    call: Option<Box<CallRecord>>,
 }
 
 impl CallRecord {
@@ -207,7 +222,17 @@ impl CallRecord {
             instruments,
             finished: false,
             messages: Arc::default(),
+            deadline: None,
+            call: None,
         }
+    }
+
+    /// Whether the call's deadline has passed, or nearly: a caller's clock started a network hop
+    /// before this side's, so its cancel at its deadline arrives a little before this side's
+    /// deadline; that cancel is the deadline's doing, not the caller leaving.
+    fn expired(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| tokio::time::Instant::now() + DEADLINE_SLACK >= deadline)
     }
 
     fn finish_from_headers(&mut self, headers: &http::HeaderMap) -> bool {
@@ -255,33 +280,30 @@ impl CallRecord {
                 )));
         }
 
-        let rpc_attrs = [
-            KeyValue::new(attr::RPC_SYSTEM_NAME, "grpc"),
-            self.labels.rpc_method.clone(),
-            KeyValue::new(attr::RPC_STATUS_CODE, code_name),
-            KeyValue::new(attr::ERROR_TYPE, code_name),
-        ];
-        let len = if span_error { 4 } else { 3 };
-        match &self.instruments.server {
-            // The client's metric carries the server it called (conditionally required).
-            Some([address, port]) => {
-                let [system, method, status, error_type] = rpc_attrs;
-                let all = [
-                    system,
-                    method,
-                    status,
-                    address.clone(),
-                    port.clone(),
-                    error_type,
-                ];
-                self.instruments
-                    .rpc_duration
-                    .record(seconds, &all[..len + 2]);
+        if let Some(rpc_duration) = &self.instruments.rpc_duration {
+            let rpc_attrs = [
+                KeyValue::new(attr::RPC_SYSTEM_NAME, "grpc"),
+                self.labels.rpc_method.clone(),
+                KeyValue::new(attr::RPC_STATUS_CODE, code_name),
+                KeyValue::new(attr::ERROR_TYPE, code_name),
+            ];
+            let len = if span_error { 4 } else { 3 };
+            match &self.instruments.server {
+                // The client's metric carries the server it called (conditionally required).
+                Some([address, port]) => {
+                    let [system, method, status, error_type] = rpc_attrs;
+                    let all = [
+                        system,
+                        method,
+                        status,
+                        address.clone(),
+                        port.clone(),
+                        error_type,
+                    ];
+                    rpc_duration.record(seconds, &all[..len + 2]);
+                }
+                None => rpc_duration.record(seconds, &rpc_attrs[..len]),
             }
-            None => self
-                .instruments
-                .rpc_duration
-                .record(seconds, &rpc_attrs[..len]),
         }
 
         let error = if failed { "true" } else { "false" };
@@ -290,9 +312,11 @@ impl CallRecord {
             active.add(-1, &seed_attrs[..1]);
         }
         self.instruments.calls.add(1, &seed_attrs);
-        self.instruments.duration.record(seconds, &seed_attrs);
+        if let Some(duration) = &self.instruments.duration {
+            duration.record(seconds, &seed_attrs);
+        }
 
-        if side == Side::Client {
+        if side == Side::Client && !self.instruments.attempt {
             let _entered = self.span.enter();
             if failed {
                 tracing::error!("Service call failed: {code_name}: {message}");
@@ -300,10 +324,15 @@ impl CallRecord {
                 tracing::info!("Service call completed in {seconds:.3}s");
             }
         }
-        self.record_message_counts();
+        if !self.instruments.attempt {
+            self.record_message_counts();
+        }
         self.end_span();
         if let Some(open) = &self.instruments.open {
             open.recorded();
+        }
+        if let Some(mut call) = self.call.take() {
+            call.finish(code, message);
         }
     }
 
@@ -345,6 +374,11 @@ impl Drop for CallRecord {
             self.finish(
                 Code::Unavailable,
                 "cut at shutdown: the server's drain timeout passed first",
+            );
+        } else if self.expired() {
+            self.finish(
+                Code::DeadlineExceeded,
+                "the deadline passed before the call ended",
             );
         } else {
             self.finish(
@@ -534,7 +568,7 @@ impl CallRecord {
 
 /// The `grpc-timeout` header's duration: at most 8 digits and a unit (`H`, `M`, `S`, `m`, `u`,
 /// `n`); anything else is no timeout.
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
     use std::time::Duration;
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
@@ -611,6 +645,8 @@ pin_project_lite::pin_project! {
         record: Option<CallRecord>,
         deadline: Option<tokio::time::Instant>,
         carried: Carried,
+        // A client attempt's logical call, which goes on with this attempt if it commits.
+        call: Option<ClientCall>,
     }
 }
 
@@ -646,6 +682,7 @@ impl<F> ResponseFuture<F> {
             record: None,
             deadline: None,
             carried: Carried::default(),
+            call: None,
         }
     }
 
@@ -669,15 +706,25 @@ impl<F> ResponseFuture<F> {
         ReqBody: Body<Data = prost::bytes::Bytes> + Send + 'static,
         ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let record = CallRecord::new(span.clone(), labels, instruments);
-        let timeout = grpc_timeout(request.headers());
+        let mut record = CallRecord::new(span.clone(), labels, instruments);
+        let deadline =
+            grpc_timeout(request.headers()).map(|timeout| tokio::time::Instant::now() + timeout);
+        record.deadline = deadline;
         let inner = inner.call(request.map(|body| record.count_request(body)));
         Self {
             inner: tracing::Instrument::instrument(inner, span),
             record: Some(record),
-            deadline: timeout.map(|timeout| tokio::time::Instant::now() + timeout),
+            deadline,
             carried: Carried::default(),
+            call: None,
         }
+    }
+
+    /// Makes this call an attempt of `call`: if it commits (response headers, not a
+    /// trailers-only status), the logical call ends when this attempt does.
+    fn attempt_of(mut self, call: ClientCall) -> Self {
+        self.call = Some(call);
+        self
     }
 
     /// Runs the call, and its response body, with `context` current: for calls without a span.
@@ -715,6 +762,10 @@ where
                     .is_some_and(|r| r.finish_from_headers(response.headers()))
                 {
                     record = None;
+                } else if let Some(call) = this.call.take()
+                    && let Some(record) = record.as_mut()
+                {
+                    record.call = call.commit(&record.messages);
                 }
                 let deadline = Deadline::new(*this.deadline);
                 let carried = this.carried.take();
@@ -728,7 +779,12 @@ where
             }
             Err(error) => {
                 if let Some(mut record) = record {
-                    record.finish(Code::Unavailable, &error.to_string());
+                    let code = if record.expired() {
+                        Code::DeadlineExceeded
+                    } else {
+                        Code::Unavailable
+                    };
+                    record.finish(code, &error.to_string());
                 }
                 Err(error)
             }

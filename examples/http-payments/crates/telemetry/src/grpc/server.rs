@@ -78,21 +78,22 @@ impl GrpcServerLayer {
         let open = Arc::new(super::calls::OpenCalls::default());
         let instruments = Instruments {
             side: Side::Server,
-            rpc_duration: duration_histogram(
+            rpc_duration: Some(duration_histogram(
                 &meter,
                 "rpc.server.call.duration".to_owned(),
                 "Duration of incoming RPCs",
-            ),
+            )),
             calls: meter
                 .u64_counter(format!("{metric_prefix}.requests.total"))
                 .with_unit("{requests}")
                 .with_description("Total number of requests processed")
                 .build(),
-            duration: duration_histogram(
+            duration: Some(duration_histogram(
                 &meter,
                 format!("{metric_prefix}.request.duration"),
                 "Request processing duration",
-            ),
+            )),
+            attempt: false,
             active: Some(
                 meter
                     .i64_up_down_counter(format!("{metric_prefix}.requests.active"))
@@ -206,6 +207,14 @@ where
         if !path.known {
             // Caller input, bounded like every other caller-supplied value.
             span.set_attribute("rpc.method_original", crate::bounded(&path.full).to_owned());
+        }
+        // A retry says which attempt it is (gRFC A6); a malformed value is left out.
+        if let Some(previous) = request
+            .headers()
+            .get("grpc-previous-rpc-attempts")
+            .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
+        {
+            span.set_attribute("grpc.previous_rpc_attempts", i64::from(previous));
         }
         if let Some(peer) = request
             .extensions()

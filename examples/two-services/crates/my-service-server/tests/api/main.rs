@@ -15,6 +15,7 @@ mod metrics;
 mod overload;
 mod process;
 mod propagation;
+mod retries;
 mod shutdown;
 mod stream_results;
 mod streams;

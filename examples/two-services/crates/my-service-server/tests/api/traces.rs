@@ -1,4 +1,5 @@
-//! One call is one trace: client span → server span → business logic → database query.
+//! One call is one trace: client span → its attempt → server span → business logic → database
+//! query.
 
 use crate::helpers::{check_attributes, method, span, spawn_app, unique_id, world};
 
@@ -10,9 +11,10 @@ async fn a_call_is_one_trace_from_client_to_database() {
     let response = app.client.process_request(id.clone()).await.unwrap();
     assert_eq!(response.result, "success");
 
-    let spans = world().trace_of(&id, 4).await;
-    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let spans = world().trace_of(&id, 5).await;
+    assert_eq!(spans.len(), 5, "{spans:#?}");
     let client = span(&spans, "grpc.client.ProcessRequest");
+    let attempt = span(&spans, "grpc.client.attempt.ProcessRequest");
     let server = span(&spans, "grpc.server.ProcessRequest");
     let logic = span(&spans, "process-business-logic");
     let query = span(&spans, "database-query");
@@ -25,9 +27,11 @@ async fn a_call_is_one_trace_from_client_to_database() {
         client.parent_span_id, "",
         "the client span is the root here"
     );
+    assert_eq!(attempt.kind, "INTERNAL");
+    assert_eq!(attempt.parent_span_id, client.span_id);
     assert_eq!(
-        server.parent_span_id, client.span_id,
-        "traceparent carried the client span"
+        server.parent_span_id, attempt.span_id,
+        "traceparent carried the attempt's span"
     );
     assert_eq!(logic.parent_span_id, server.span_id);
     assert_eq!(query.parent_span_id, logic.span_id);

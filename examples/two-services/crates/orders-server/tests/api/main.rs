@@ -16,6 +16,7 @@ mod neighbour;
 mod overload;
 mod process;
 mod propagation;
+mod retries;
 mod shutdown;
 mod stream_results;
 mod streams;

@@ -1,7 +1,13 @@
 //! The client side: open a CLIENT span named `grpc.client.<Method>` under the caller's current
 //! span, inject it as W3C `traceparent` (and baggage), and record the client metrics.
+//!
+//! A client that retries (gRFC A6) opens the CLIENT span once per logical call, where its retry
+//! loop is ([`GrpcClientLayer::start_call`]), and marks each attempt's request with [`Attempt`]:
+//! the layer then makes the attempt an INTERNAL child span `grpc.client.attempt.<Method>`
+//! (gRFC A72's attempt span) and injects the attempt's context, so every server span's parent is
+//! an attempt. Requests without the mark get the CLIENT span as before.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use opentelemetry::KeyValue;
@@ -10,7 +16,10 @@ use tower::{Layer, Service};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::{Instruments, MethodLabels, ResponseFuture, RpcPath, Side, duration_histogram};
+use super::{
+    CallRecord, Instruments, MessageCounts, MethodLabels, ResponseFuture, RpcPath, Side,
+    duration_histogram,
+};
 
 /// Extra span attributes for one call, set as a request extension by the caller
 /// (`request.extensions_mut().insert(SpanAttributes(..))`): tonic carries extensions to the layer.
@@ -22,6 +31,7 @@ pub struct SpanAttributes(pub Vec<KeyValue>);
 #[derive(Clone, Debug)]
 pub struct GrpcClientLayer {
     instruments: Arc<Instruments>,
+    attempts: Arc<Instruments>,
     server_address: Arc<str>,
     server_port: u16,
 }
@@ -31,39 +41,160 @@ impl GrpcClientLayer {
     /// seed-style client metrics (`<prefix>.client.calls.total`, ...).
     pub fn new(metric_prefix: &str, server_address: &str, server_port: u16) -> Self {
         let meter = opentelemetry::global::meter("telemetry");
-        let instruments = Instruments {
-            side: Side::Client,
-            rpc_duration: duration_histogram(
-                &meter,
-                "rpc.client.call.duration".to_owned(),
-                "Duration of outgoing RPCs",
-            ),
-            calls: meter
-                .u64_counter(format!("{metric_prefix}.client.calls.total"))
-                .with_unit("{calls}")
-                .with_description("Total number of outgoing service calls")
-                .build(),
-            duration: duration_histogram(
-                &meter,
-                format!("{metric_prefix}.client.call.duration"),
-                "Outgoing service call duration",
-            ),
-            active: None,
-            open: None,
-            server: Some([
+        let server = || {
+            [
                 KeyValue::new(
                     super::attr::SERVER_ADDRESS,
                     opentelemetry::StringValue::from(Arc::<str>::from(server_address)),
                 ),
                 KeyValue::new(super::attr::SERVER_PORT, i64::from(server_port)),
-            ]),
+            ]
+        };
+        let attempts = Instruments {
+            side: Side::Client,
+            rpc_duration: None,
+            calls: meter
+                .u64_counter(format!("{metric_prefix}.client.attempts.total"))
+                .with_unit("{attempts}")
+                .with_description("Attempts of outgoing service calls, retries included")
+                .build(),
+            duration: None,
+            attempt: true,
+            active: None,
+            open: None,
+            server: Some(server()),
+        };
+        let instruments = Instruments {
+            side: Side::Client,
+            rpc_duration: Some(duration_histogram(
+                &meter,
+                "rpc.client.call.duration".to_owned(),
+                "Duration of outgoing RPCs",
+            )),
+            calls: meter
+                .u64_counter(format!("{metric_prefix}.client.calls.total"))
+                .with_unit("{calls}")
+                .with_description("Total number of outgoing service calls")
+                .build(),
+            duration: Some(duration_histogram(
+                &meter,
+                format!("{metric_prefix}.client.call.duration"),
+                "Outgoing service call duration",
+            )),
+            attempt: false,
+            active: None,
+            open: None,
+            server: Some(server()),
         };
         Self {
             instruments: Arc::new(instruments),
+            attempts: Arc::new(attempts),
             server_address: Arc::from(server_address),
             server_port,
         }
     }
+}
+
+impl GrpcClientLayer {
+    /// Opens the CLIENT span of one logical call of `path` (`/package.Service/Method`) under the
+    /// caller's current span, with `attributes` on it: for a retry loop, which sends each attempt
+    /// with an [`Attempt`] of the returned call. The call records its outcome and metrics when its
+    /// committed attempt ends, or when [`ClientCall::end`] says how it ended without one.
+    pub fn start_call(&self, path: &str, attributes: Vec<KeyValue>) -> ClientCall {
+        let path = RpcPath::parse(path).unwrap_or_else(|| {
+            RpcPath::parse("/_OTHER/_OTHER").unwrap_or_else(|| unreachable!("a well-formed path"))
+        });
+        let span = self.call_span(&path);
+        for attribute in attributes {
+            span.set_attribute(attribute.key, attribute.value);
+        }
+        let labels = Arc::new(MethodLabels::new(&path, Side::Client));
+        let record = CallRecord::new(span.clone(), labels, Arc::clone(&self.instruments));
+        ClientCall(Arc::new(CallShared {
+            span,
+            record: Mutex::new(Some(record)),
+        }))
+    }
+
+    fn call_span(&self, path: &RpcPath) -> tracing::Span {
+        tracing::info_span!(
+            "grpc.client",
+            otel.name = format!("grpc.client.{}", path.method()),
+            otel.kind = "client",
+            rpc.system.name = "grpc",
+            rpc.method = &*path.full,
+            rpc.status_code = Empty,
+            error.type = Empty,
+            server.address = &*self.server_address,
+            server.port = i64::from(self.server_port),
+        )
+    }
+}
+
+/// One logical call of a client that retries: its CLIENT span and, until an attempt commits, its
+/// record. Cheap to clone (a reference count).
+#[derive(Clone)]
+pub struct ClientCall(Arc<CallShared>);
+
+struct CallShared {
+    span: tracing::Span,
+    record: Mutex<Option<CallRecord>>,
+}
+
+impl std::fmt::Debug for ClientCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCall").finish_non_exhaustive()
+    }
+}
+
+impl ClientCall {
+    /// The call's CLIENT span: the parent of its attempts (and of the backoff between them).
+    pub fn span(&self) -> &tracing::Span {
+        &self.0.span
+    }
+
+    /// Whether an attempt has committed (received response headers): gRFC A6 retries no more.
+    pub fn committed(&self) -> bool {
+        self.0
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// Ends the call with `status` unless an attempt committed (the committed attempt ends the
+    /// call, at the end of its response): for a call whose attempts all failed before their
+    /// response headers, or none could start, and for an attempt answered trailers-only.
+    pub fn end(&self, status: &tonic::Status) {
+        if let Some(mut record) = self.take() {
+            record.finish(status.code(), status.message());
+        }
+    }
+
+    fn take(&self) -> Option<CallRecord> {
+        self.0
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Hands the call's record to the attempt that committed, counting that attempt's messages.
+    pub(super) fn commit(&self, messages: &Arc<MessageCounts>) -> Option<Box<CallRecord>> {
+        let mut record = self.take()?;
+        record.messages = Arc::clone(messages);
+        Some(Box::new(record))
+    }
+}
+
+/// Marks a request as attempt `number` (from 1) of `call`, set by a retry loop as a request
+/// extension: the layer gives it an attempt span under the call's CLIENT span.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub number: u32,
+    /// The logical call.
+    pub call: ClientCall,
 }
 
 impl<S> Layer<S> for GrpcClientLayer {
@@ -103,17 +234,21 @@ where
         let Some(path) = RpcPath::parse(request.uri().path()) else {
             return ResponseFuture::untraced(self.inner.call(request.map(tonic::body::Body::new)));
         };
-        let span = tracing::info_span!(
-            "grpc.client",
-            otel.name = format!("grpc.client.{}", path.method()),
-            otel.kind = "client",
-            rpc.system.name = "grpc",
-            rpc.method = &*path.full,
-            rpc.status_code = Empty,
-            error.type = Empty,
-            server.address = &*self.layer.server_address,
-            server.port = i64::from(self.layer.server_port),
-        );
+        let attempt = request.extensions_mut().remove::<Attempt>();
+        let span = match &attempt {
+            None => self.layer.call_span(&path),
+            Some(attempt) => tracing::info_span!(
+                parent: attempt.call.span(),
+                "grpc.client.attempt",
+                otel.name = format!("grpc.client.attempt.{}", path.method()),
+                otel.kind = "internal",
+                rpc.status_code = Empty,
+                error.type = Empty,
+                server.address = &*self.layer.server_address,
+                server.port = i64::from(self.layer.server_port),
+                grpc.attempt = i64::from(attempt.number),
+            ),
+        };
         if let Some(SpanAttributes(attributes)) =
             request.extensions_mut().remove::<SpanAttributes>()
         {
@@ -140,12 +275,22 @@ where
             );
         });
         let labels = Arc::new(MethodLabels::new(&path, Side::Client));
-        ResponseFuture::traced(
-            &mut self.inner,
-            request,
-            span,
-            labels,
-            Arc::clone(&self.layer.instruments),
-        )
+        match attempt {
+            None => ResponseFuture::traced(
+                &mut self.inner,
+                request,
+                span,
+                labels,
+                Arc::clone(&self.layer.instruments),
+            ),
+            Some(attempt) => ResponseFuture::traced(
+                &mut self.inner,
+                request,
+                span,
+                labels,
+                Arc::clone(&self.layer.attempts),
+            )
+            .attempt_of(attempt.call),
+        }
     }
 }
