@@ -106,7 +106,8 @@ ensure_advisory_db() {
 }
 
 # What the e2e harness imports (ci/e2e/otlp_receiver.py decodes OTLP with them); pinned.
-E2E_PYTHON_PACKAGES=(grpcio==1.85.3 protobuf==7.36.2 opentelemetry-proto==1.45.2)
+# dnslib: the fleet scenario's small DNS server, which answers a name with the replicas' addresses.
+E2E_PYTHON_PACKAGES=(grpcio==1.85.3 protobuf==7.36.2 opentelemetry-proto==1.45.2 dnslib==0.9.26)
 
 # rotel, and the harness's Python packages, in one venv: run ci/e2e with "$ROTEL_VENV/bin/python".
 ensure_rotel() {
@@ -117,7 +118,7 @@ ensure_rotel() {
     fi
     local want have
     want=$(printf '%s\n' "${E2E_PYTHON_PACKAGES[@]}" | sort)
-    have=$("$ROTEL_VENV/bin/pip" freeze 2>/dev/null | grep -iE '^(grpcio|protobuf|opentelemetry-proto)==' | sort || true)
+    have=$("$ROTEL_VENV/bin/pip" freeze 2>/dev/null | grep -iE '^(grpcio|protobuf|opentelemetry-proto|dnslib)==' | sort || true)
     if [[ ${have,,} != "${want,,}" ]]; then
         step "installing the e2e harness's Python packages into $ROTEL_VENV"
         "$ROTEL_VENV/bin/pip" install --quiet "${E2E_PYTHON_PACKAGES[@]}"
@@ -189,6 +190,13 @@ ensure_h2load() {
     command -v h2load >/dev/null 2>&1 && return 0
     step "installing h2load (Debian nghttp2-client)"
     apt_install nghttp2-client
+}
+
+# haproxy (`mode tcp`, round robin): the fleet scenario's stand-in for a Kubernetes ClusterIP Service.
+ensure_haproxy() {
+    command -v haproxy >/dev/null 2>&1 && return 0
+    step "installing haproxy (Debian)"
+    apt_install haproxy
 }
 
 # A compose CLI that can parse compose.yaml (no engine needed for `config`).

@@ -18,6 +18,7 @@ step "tools"
 ensure_cargo_generate
 ensure_rotel
 ensure_h2load
+ensure_haproxy
 ensure_compose
 ensure_hadolint
 ensure_kubernetes_validate

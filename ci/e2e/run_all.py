@@ -4,8 +4,8 @@ own rotel and OTLP receiver on free ports, and print a table: scenario, verdict,
 figures. $PY is the python of $ROTEL_VENV, which has the packages the harness imports
 (ci/lib.sh ensure_rotel; README.md); the scenarios run with the same interpreter.
 
-    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release                # ~2.5 min on 2 cores
-    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release --quick        # ~1 min
+    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release                # ~3 min on 2 cores
+    $PY ci/e2e/run_all.py --bin-dir /tmp/cg-target/release --quick        # ~2 min
     $PY ci/e2e/run_all.py --only sigterm,bad-input
 
 The binaries are hard-linked once into <workdir>/bin, so a cargo build during the run cannot
@@ -63,6 +63,9 @@ SCENARIOS = [
               "spans_dropped_reported", "cpu_s.server"]),
     Scenario("bad-input", "scenario_bad_input.py", [], [], 300,
              ["mutations.sent", "mutations.http_2xx", "mutations.continued", "mutations.new_trace", "special_codes"]),
+    Scenario("fleet", "scenario_fleet.py", [], [], 180,
+             ["spread_before_sigterm", "sigterm_errors", "drained_replica_spans", "kill_failed",
+              "restarted_replicas_called_after_s", "stop_failed", "stop_load_s", "cluster_ip_fourth_called_after_s"]),
     Scenario("tls-grpc", "scenario_tls.py", ["--protocol", "grpc"], ["--protocol", "grpc"], 120,
              ["spans_in_trace", "server_log_records"]),
     Scenario("tls-http", "scenario_tls.py", ["--protocol", "http/protobuf"], ["--protocol", "http/protobuf"], 120,

@@ -89,6 +89,9 @@ struct Args {
     /// when stderr is a terminal).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
+
+    #[command(flatten)]
+    balancing: client::Balancing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -206,6 +209,10 @@ fn server(args: &Args) -> String {
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", proto::DEFAULT_PORT))
 }
 
+async fn connect(args: &Args, timeout: Duration) -> Result<client::Client, client::ConnectError> {
+    client::Client::connect_balanced(&server(args), timeout, &tls(args), &args.balancing).await
+}
+
 async fn call_once(args: &Args) -> ExitCode {
     let id = args
         .id
@@ -235,7 +242,7 @@ async fn call_once(args: &Args) -> ExitCode {
         )
     };
     let outcome = async {
-        let mut client = client::Client::connect_with_tls(&server(args), timeout, &tls(args))
+        let mut client = connect(args, timeout)
             .await
             .map_err(|e| e.to_string())?
             .with_settings(args.calls.clone())
@@ -276,7 +283,7 @@ async fn call_once(args: &Args) -> ExitCode {
 
 async fn load_server(args: &Args, amount: Amount) -> ExitCode {
     let timeout = Duration::from_secs(args.connect_timeout_secs);
-    let client = match client::Client::connect_with_tls(&server(args), timeout, &tls(args))
+    let client = match connect(args, timeout)
         .await
         .map_err(|e| e.to_string())
         .and_then(|c| {

@@ -1,7 +1,9 @@
-//! A typed client for the service: connects with a timeout, and every call goes through the
+//! A typed client for the service: connects with a timeout (to one address, or balancing over
+//! the healthy replicas a name resolves to, see [`discovery`]), and every call goes through the
 //! telemetry layer (CLIENT span, W3C trace propagation, client metrics), with a deadline, and is
 //! retried when its method is idempotent and a replica was unavailable (see [`retry`]).
 
+pub mod discovery;
 pub mod load;
 pub mod retry;
 
@@ -14,6 +16,7 @@ use telemetry::grpc::{GrpcClientLayer, GrpcClientService};
 use telemetry::tls::{Identity, PemFile, TlsError};
 use tonic::transport::{Channel, Endpoint};
 
+pub use discovery::{Balancing, Discovery, LbPolicy};
 pub use retry::{CallSettings, SettingsError};
 
 pub use proto::{
@@ -98,6 +101,8 @@ pub struct Client {
     calls: Arc<retry::Calls>,
     /// This clone's call deadline ([`Client::with_timeout`]).
     timeout: Duration,
+    /// With balancing: how many replicas report SERVING.
+    ready: Option<tokio::sync::watch::Receiver<usize>>,
 }
 
 impl Client {
@@ -107,37 +112,21 @@ impl Client {
     }
 
     /// Connects to `address`; an `https://` address is reached over TLS with `tls`. TLS files
-    /// with an `http://` address are an error, not a silent downgrade to plaintext.
+    /// with an `http://` address are an error, not a silent downgrade to plaintext. One
+    /// connection, to whatever the host resolves to first (see [`Client::connect_balanced`]).
     pub async fn connect_with_tls(
         address: &str,
         timeout: Duration,
         tls: &Tls,
     ) -> Result<Self, ConnectError> {
-        let invalid = |reason| ConnectError::InvalidAddress {
-            address: address.to_owned(),
-            reason,
-        };
-        let uri: http::Uri = address.parse().map_err(|_| invalid("not a URL"))?;
-        let port = match uri.scheme_str() {
-            Some("http") => uri.port_u16().unwrap_or(80),
-            Some("https") => uri.port_u16().unwrap_or(443),
-            _ => return Err(invalid("expected an http:// or https:// URL")),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| invalid("the URL has no host"))?
-            .to_owned();
+        let target = target(address, timeout, tls)?;
         let mut endpoint = Endpoint::from_shared(address.to_owned())
-            .map_err(|_| invalid("not a valid endpoint"))?
+            .map_err(|_| invalid(address, "not a valid endpoint"))?
             .connect_timeout(timeout);
-        if uri.scheme_str() == Some("https") {
+        if let Some(config) = &target.tls {
             endpoint = endpoint
-                .tls_config(tls.tonic()?)
+                .tls_config(config.clone())
                 .map_err(|e| invalid_tls(address, &e))?;
-        } else if !tls.is_empty() {
-            return Err(invalid(
-                "TLS files are given but the address is http://; use https://",
-            ));
         }
         let connect_error = |reason: String| ConnectError::Connect {
             address: address.to_owned(),
@@ -147,7 +136,54 @@ impl Client {
             .await
             .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
             .map_err(|e| connect_error(error_chain(&e)))?;
-        Ok(Self::from_channel(channel, &host, port))
+        Ok(Self::from_channel(channel, &target.host, target.port))
+    }
+
+    /// Connects as `balancing` says: with [`LbPolicy::Dns`], to every replica the host resolves
+    /// to, balancing the calls over those whose health reports SERVING (see [`discovery`]);
+    /// with [`LbPolicy::None`], as [`Client::connect_with_tls`]. Spans name the host as given.
+    pub async fn connect_balanced(
+        address: &str,
+        timeout: Duration,
+        tls: &Tls,
+        balancing: &Balancing,
+    ) -> Result<Self, ConnectError> {
+        if balancing.policy == LbPolicy::None {
+            return Self::connect_with_tls(address, timeout, tls).await;
+        }
+        let target = target(address, timeout, tls)?;
+        let dns =
+            discovery::Dns::new(&target.host, target.port, balancing.dns_server).map_err(|e| {
+                ConnectError::Connect {
+                    address: address.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Self::connect_discovered(address, timeout, tls, balancing, Arc::new(dns)).await
+    }
+
+    /// Like [`Client::connect_balanced`] with the replicas `discovery` finds (tests inject
+    /// addresses this way); `address` gives the scheme, the host for TLS and `:authority`, and
+    /// the names on the spans. Fails once `timeout` passes with no replica SERVING.
+    pub async fn connect_discovered(
+        address: &str,
+        timeout: Duration,
+        tls: &Tls,
+        balancing: &Balancing,
+        discovery: Arc<dyn Discovery>,
+    ) -> Result<Self, ConnectError> {
+        let target = target(address, timeout, tls)?;
+        let (host, port) = (target.host.clone(), target.port);
+        let (channel, ready) = discovery::connect(target, balancing, discovery)
+            .await
+            .map_err(|reason| ConnectError::Connect {
+                address: address.to_owned(),
+                reason,
+            })?;
+        Ok(Self {
+            ready: Some(ready),
+            ..Self::from_channel(channel, &host, port)
+        })
     }
 
     /// Wraps an existing channel; `host` and `port` name the server on the spans. Calls use the
@@ -165,6 +201,7 @@ impl Client {
             inner: proto::ServiceClient::new(service),
             calls: Arc::new(calls),
             timeout,
+            ready: None,
         }
     }
 
@@ -185,6 +222,12 @@ impl Client {
             timeout,
             ..self.clone()
         }
+    }
+
+    /// With balancing ([`Client::connect_balanced`]): how many replicas report SERVING now;
+    /// `None` on a single connection.
+    pub fn ready_replicas(&self) -> Option<usize> {
+        self.ready.as_ref().map(|ready| *ready.borrow())
     }
 
     /// Calls `ProcessRequest` with `id`.
@@ -247,6 +290,44 @@ impl Client {
     }
 }
 
+fn invalid(address: &str, reason: &'static str) -> ConnectError {
+    ConnectError::InvalidAddress {
+        address: address.to_owned(),
+        reason,
+    }
+}
+
+/// The server as `address` names it: scheme, host and port, and TLS for an `https://` one.
+fn target(address: &str, timeout: Duration, tls: &Tls) -> Result<discovery::Target, ConnectError> {
+    let uri: http::Uri = address.parse().map_err(|_| invalid(address, "not a URL"))?;
+    let port = match uri.scheme_str() {
+        Some("http") => uri.port_u16().unwrap_or(80),
+        Some("https") => uri.port_u16().unwrap_or(443),
+        _ => return Err(invalid(address, "expected an http:// or https:// URL")),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid(address, "the URL has no host"))?
+        .to_owned();
+    let tls = if uri.scheme_str() == Some("https") {
+        Some(tls.tonic()?)
+    } else if !tls.is_empty() {
+        return Err(invalid(
+            address,
+            "TLS files are given but the address is http://; use https://",
+        ));
+    } else {
+        None
+    };
+    Ok(discovery::Target {
+        uri,
+        host,
+        port,
+        tls,
+        connect_timeout: timeout,
+    })
+}
+
 fn invalid_tls(address: &str, error: &dyn std::error::Error) -> ConnectError {
     ConnectError::Connect {
         address: address.to_owned(),
@@ -258,7 +339,7 @@ fn invalid_tls(address: &str, error: &dyn std::error::Error) -> ConnectError {
 }
 
 /// "connection refused" is in the error's source, not its own message.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
