@@ -41,8 +41,12 @@ pub const DEFAULT_INITIAL_BACKOFF_MS: u64 = 100;
 pub const DEFAULT_MAX_BACKOFF_MS: u64 = 1_000;
 /// How much each backoff grows on the last unless changed.
 pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
-/// The retry throttle's bucket (A6 `maxTokens`; its example's value) unless changed.
-pub const DEFAULT_THROTTLE_MAX_TOKENS: u32 = 10;
+/// The retry throttle's bucket (A6 `maxTokens`) unless changed. Retries stop below half of it,
+/// so it bounds the failures in a row that are still retried: A6's example of 10 refused the
+/// retries of the 5th and 6th of 6 calls that a replica killed or hung in a fleet test had in
+/// flight at once. After a bucket drains, calls make about `1 + tokenRatio` attempts whatever
+/// its size.
+pub const DEFAULT_THROTTLE_MAX_TOKENS: u32 = 100;
 /// Tokens a successful call puts back (A6 `tokenRatio`; its example's value) unless changed.
 pub const DEFAULT_THROTTLE_TOKEN_RATIO: f64 = 0.1;
 
@@ -326,6 +330,20 @@ impl Calls {
                     return Err(status);
                 }
             };
+            // A connection that broke before any response (a replica killed mid-call) reaches
+            // here as UNKNOWN with the transport's error as its source; gRPC calls that
+            // UNAVAILABLE, and so do the attempt's span and metrics.
+            let status = if broke_in_transport(&status) {
+                // The reason (a reset, a refused certificate) is in the source: keep it.
+                let source = std::error::Error::source(&status).map(crate::error_chain);
+                tonic::Status::unavailable(format!(
+                    "{}: {}",
+                    status.message(),
+                    source.unwrap_or_default()
+                ))
+            } else {
+                status
+            };
             let retryable = matches!(status.code(), Code::Unavailable | Code::Cancelled);
             if retryable {
                 self.throttle.failed();
@@ -387,6 +405,12 @@ fn idempotent(method: &str) -> bool {
     })
 }
 
+/// A status tonic made from a transport error (UNKNOWN, with the error as its source), not one a
+/// server sent: a server's status arrives as `grpc-status`, without a source.
+fn broke_in_transport(status: &tonic::Status) -> bool {
+    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
+}
+
 /// The server's `grpc-retry-pushback-ms`: `None` when absent (the backoff decides),
 /// `Some(None)` when negative or malformed (gRFC A6: do not retry), else the delay it asks for.
 fn pushback(status: &tonic::Status) -> Option<Option<Duration>> {
@@ -443,6 +467,22 @@ mod tests {
                 "{delay:?}"
             );
         }
+    }
+
+    /// What kill -9 of a replica looks like to the caller, against a server's own UNKNOWN.
+    #[test]
+    fn a_broken_connection_is_told_from_a_servers_unknown() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let broken = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(broke_in_transport(&broken));
+        assert!(
+            std::error::Error::source(&broken).is_some_and(|e| e.to_string() == "reset by peer")
+        );
+        assert!(!broke_in_transport(&tonic::Status::unknown(
+            "the handler failed"
+        )));
+        assert!(!broke_in_transport(&tonic::Status::unavailable("busy")));
     }
 
     #[test]
