@@ -8,6 +8,9 @@ through a real name that a small local DNS server (dnslib) answers with the thre
    the replica exits 0 and every call it served has its server span at the collector;
 2. kill -9 of a replica during load: the client goes on with the other replicas and no call
    fails: the calls in flight on the killed one (a broken connection, UNAVAILABLE) are retried;
+   the client's traces (exported to rotel for this part) have one CLIENT span per call, attempt
+   spans numbered 1, 2, ... under it, every server span under an attempt of the same trace, and no
+   span whose parent is missing;
 3. the two replicas restarted on their addresses get calls again (the client's health watch takes
    them back); kill -STOP of one: it leaves the balancer within the keep-alive bound
    (KEEPALIVE_SECS + KEEPALIVE_TIMEOUT_SECS, 1 + 1 s here): the load ends on time, the others
@@ -36,12 +39,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 import procs  # noqa: E402
-from common import SERVER_SPAN, Run  # noqa: E402
+from common import CLIENT_SPAN, SERVER_SPAN, Run  # noqa: E402
 
 TITLE = "scenario fleet"
 NAME = "fleet.e2e.test"
 IPS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 CONCURRENCY = 6
+ATTEMPT_SPAN = "grpc.client.attempt.ProcessRequest"
+CLIENT_SERVICE = "e2e-fleet-client"
 KEEPALIVE_BOUND_S = 2.0  # KEEPALIVE_SECS=1 + KEEPALIVE_TIMEOUT_SECS=1
 
 
@@ -110,6 +115,50 @@ def body(run: Run) -> None:
     cluster_ip(run)
 
 
+def kill_traces(run: Run, rotel, calls: int) -> None:
+    """The traces of the calls made while a replica was killed: one CLIENT span per call, an
+    attempt span per attempt under it (numbered 1, 2, ...), every server span under an attempt of
+    the same trace, no span whose parent is missing."""
+    c, f = run.checks, run.figures
+
+    def client_spans(t):
+        return [s for s in t.find_spans(CLIENT_SPAN, "CLIENT", CLIENT_SERVICE)
+                if str(s.attributes.get("request.id", "")).startswith("kill-")]
+
+    try:
+        rotel.wait_for(lambda t: len(client_spans(t)) >= calls, timeout=run.args.telemetry_timeout,
+                       what="the client's spans of the kill phase")
+    except TimeoutError:
+        pass
+    t = rotel.telemetry()
+    calls_spans = client_spans(t)
+    by_id = {s.span_id: s for s in t.find_spans()}
+    ids = [s.attributes.get("request.id") for s in calls_spans]
+    c.equal(len(calls_spans), calls, "one CLIENT span per call made while a replica was killed")
+    c.equal(len(set(ids)), len(ids), "no call has two CLIENT spans")
+    call_ids = {s.span_id for s in calls_spans}
+    attempts = [s for s in t.find_spans(ATTEMPT_SPAN, None, CLIENT_SERVICE) if s.parent_span_id in call_ids]
+    per_call: dict[str, list[int]] = {}
+    for s in attempts:
+        per_call.setdefault(s.parent_span_id, []).append(int(s.attributes.get("grpc.attempt", 0)))
+    misnumbered = [n for n in per_call.values() if sorted(n) != list(range(1, len(n) + 1))]
+    retried = sum(1 for n in per_call.values() if len(n) > 1)
+    f["kill_calls_retried"] = retried
+    c.check(len(per_call) == len(call_ids) and not misnumbered,
+            "every call has its attempt spans, numbered 1, 2, ...",
+            f"{len(per_call)} of {len(call_ids)} calls with attempts; misnumbered: {misnumbered[:3]}")
+    attempt_ids = {s.span_id: s for s in attempts}
+    server_spans = [s for s in t.find_spans(SERVER_SPAN, "SERVER")
+                    if str(s.attributes.get("request.id", "")).startswith("kill-")]
+    bad = [s.span_id for s in server_spans
+           if s.parent_span_id not in attempt_ids or attempt_ids[s.parent_span_id].trace_id != s.trace_id]
+    c.check(server_spans and not bad, "every server span's parent is an attempt of the same trace",
+            f"{len(bad)} of {len(server_spans)}: {bad[:3]}")
+    orphans = [s.span_id for s in t.find_spans(service=CLIENT_SERVICE)
+               if s.parent_span_id and s.parent_span_id not in by_id]
+    c.check(not orphans, "no client span whose parent is missing", str(orphans[:3]))
+
+
 def fleet(run: Run, rotel, dns: Dns) -> None:
     a, c, f = run.args, run.checks, run.figures
     port = procs.free_port()
@@ -175,7 +224,10 @@ def fleet(run: Run, rotel, dns: Dns) -> None:
 
     # 2. kill -9
     c.section("kill -9 of one replica")
-    bg = load("kill-", 5)
+    # The client's own telemetry on, to rotel: the trace of each call is checked below.
+    bg = run.load(url, "load-kill", CONCURRENCY, duration="5s", id_prefix="kill-",
+                  env={**client_env, **rotel.otel_env(), "OTEL_SDK_DISABLED": "false",
+                       "OTEL_SERVICE_NAME": CLIENT_SERVICE, "OTEL_BSP_SCHEDULE_DELAY": "200"})
     all_called("kill-", IPS[1:], 20, bg, "calls on the two replicas left")
     killed = servers[IPS[1]]
     killed.proc.send_signal(signal.SIGKILL)
@@ -187,6 +239,7 @@ def fleet(run: Run, rotel, dns: Dns) -> None:
     print(f"  calls failed when a replica was killed: {failed} of {summary.requests} {summary.errors}")
     c.check(failed == 0, "no call failed: those in flight on it were retried", f"{failed} failed: {summary.errors}")
     c.check(count(servers[IPS[2]], "kill-", after=killed_wall + 0.5) > 0, "the last replica served on after the kill")
+    kill_traces(run, rotel, summary.requests)
 
     # 3. back, then kill -STOP
     c.section("replicas back, then kill -STOP of one")
