@@ -125,18 +125,9 @@ where
 
 /// A trailers-only DEADLINE_EXCEEDED response.
 fn expired<B>() -> http::Response<DeadlineBody<B>> {
-    let mut response = http::Response::new(DeadlineBody::Expired);
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", http::HeaderValue::from_static("4"));
-    headers.insert(
-        "grpc-message",
-        http::HeaderValue::from_static("the call's deadline passed before the server answered"),
-    );
-    response
+    tonic::Status::deadline_exceeded("the call's deadline passed before the server answered")
+        .into_http::<()>()
+        .map(|()| DeadlineBody::Expired)
 }
 
 pin_project_lite::pin_project! {
