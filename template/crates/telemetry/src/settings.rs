@@ -147,12 +147,7 @@ impl Settings {
             (Signal::Metrics, &mut self.metrics),
             (Signal::Logs, &mut self.logs),
         ] {
-            let endpoint = match settings.protocol {
-                Protocol::Grpc => base.to_owned(),
-                Protocol::HttpProtobuf => {
-                    format!("{}{}", base.trim_end_matches('/'), signal.http_path())
-                }
-            };
+            let endpoint = signal_endpoint(base, settings.protocol, signal);
             settings.destination = redacted(&endpoint);
             settings.secure = is_https(&endpoint);
             settings.endpoint = Some(endpoint);
@@ -480,13 +475,7 @@ impl Reader<'_> {
         } else {
             protocol.spec_default_endpoint()
         });
-        let endpoint = match protocol {
-            Protocol::Grpc => base.to_owned(),
-            // What the SDK does with a generic endpoint: the signal's path is appended.
-            Protocol::HttpProtobuf => {
-                format!("{}{}", base.trim_end_matches('/'), signal.http_path())
-            }
-        };
+        let endpoint = signal_endpoint(base, protocol, signal);
         let shown = redacted(&endpoint);
         ((generic.is_none() || refused).then_some(endpoint), shown)
     }
@@ -578,6 +567,15 @@ fn has_scheme(value: &str) -> bool {
     value
         .split_once("://")
         .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']))
+}
+
+/// A signal's endpoint from a base one, as the SDK makes it from `OTEL_EXPORTER_OTLP_ENDPOINT`:
+/// OTLP/HTTP appends the signal's path, gRPC takes the base as it is.
+fn signal_endpoint(base: &str, protocol: Protocol, signal: Signal) -> String {
+    match protocol {
+        Protocol::Grpc => base.to_owned(),
+        Protocol::HttpProtobuf => format!("{}{}", base.trim_end_matches('/'), signal.http_path()),
+    }
 }
 
 fn is_https(url: &str) -> bool {
