@@ -266,9 +266,10 @@ impl Reader<'_> {
     }
 
     /// The SDK reads the export timeouts itself and ignores a value that is no whole number of
-    /// milliseconds (the generic variable or its default of 10 s applies instead).
+    /// milliseconds, spaces included (the generic variable or its default of 10 s applies
+    /// instead).
     fn check_timeout(&mut self, name: &str) {
-        if let Some(value) = self.get(name)
+        if let Some(value) = self.raw(name)
             && value.parse::<u64>().is_err()
         {
             self.warnings.push(format!(
@@ -278,10 +279,10 @@ impl Reader<'_> {
         }
     }
 
-    /// The SDK reads these itself: a value that is no whole number it ignores (its default
-    /// applies), and 0 it uses as given (a queue of 0 drops everything).
+    /// The SDK reads these itself, untrimmed: a value that is no whole number it ignores (its
+    /// default applies), and 0 it uses as given (a queue of 0 drops everything).
     fn check_positive_integer(&mut self, name: &str) {
-        let Some(value) = self.get(name) else { return };
+        let Some(value) = self.raw(name) else { return };
         match value.parse::<u64>() {
             Ok(0) => self.warnings.push(format!(
                 "{name}=\"0\" is not positive; the SDK uses it as given (a queue or batch of 0 \
@@ -859,6 +860,25 @@ mod tests {
         assert!(!zero.contains("SDK default"), "{zero}");
         let lots = warning(&[("OTEL_BLRP_MAX_QUEUE_SIZE", "lots")]);
         assert!(lots.contains("the SDK default"), "{lots}");
+        // The SDK parses these untrimmed: a padded number is no number to it.
+        let padded = warning(&[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", " 4096"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500 "),
+        ]);
+        assert!(
+            padded.contains("OTEL_BSP_MAX_QUEUE_SIZE=\" 4096\" is invalid"),
+            "{padded}"
+        );
+        assert!(
+            padded.contains("OTEL_EXPORTER_OTLP_TIMEOUT=\"2500 \" is invalid"),
+            "{padded}"
+        );
+        assert_eq!(
+            settings(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500 ")])
+                .traces
+                .timeout,
+            DEFAULT_TIMEOUT
+        );
     }
 
     #[test]
