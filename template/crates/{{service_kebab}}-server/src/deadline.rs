@@ -5,8 +5,9 @@
 //! gets DEADLINE_EXCEEDED. tonic would answer CANCELLED ("Timeout expired") at the same instant,
 //! and the caller's own timer, which started a network hop earlier, would cancel the call at
 //! about that instant too: this layer acts a few milliseconds earlier, so the status on the wire,
-//! on the server span and in the metrics is DEADLINE_EXCEEDED, as gRPC specifies. Sits inside the telemetry layer, like the load
-//! shedding. A stream that outlives its deadline is ended by the telemetry layer.
+//! on the server span and in the metrics is DEADLINE_EXCEEDED, as gRPC specifies. Sits inside the
+//! telemetry layer, like the load shedding. A stream that outlives its deadline is ended by the
+//! telemetry layer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
