@@ -159,7 +159,7 @@ impl Client {
                     reason: e.to_string(),
                 }
             })?;
-        Self::connect_discovered(address, timeout, tls, balancing, Arc::new(dns)).await
+        Self::connect_to(address, target, balancing, Arc::new(dns)).await
     }
 
     /// Like [`Client::connect_balanced`] with the replicas `discovery` finds (tests inject
@@ -172,7 +172,23 @@ impl Client {
         balancing: &Balancing,
         discovery: Arc<dyn Discovery>,
     ) -> Result<Self, ConnectError> {
-        let target = target(address, timeout, tls)?;
+        Self::connect_to(
+            address,
+            target(address, timeout, tls)?,
+            balancing,
+            discovery,
+        )
+        .await
+    }
+
+    /// Balances over the replicas of `target` (parsed, its TLS files read, once) that `discovery`
+    /// finds.
+    async fn connect_to(
+        address: &str,
+        target: discovery::Target,
+        balancing: &Balancing,
+        discovery: Arc<dyn Discovery>,
+    ) -> Result<Self, ConnectError> {
         let (host, port) = (target.host.clone(), target.port);
         let (channel, ready) = discovery::connect(target, balancing, discovery)
             .await

@@ -5,8 +5,9 @@
 //! gets DEADLINE_EXCEEDED. tonic would answer CANCELLED ("Timeout expired") at the same instant,
 //! and the caller's own timer, which started a network hop earlier, would cancel the call at
 //! about that instant too: this layer acts a few milliseconds earlier, so the status on the wire,
-//! on the server span and in the metrics is DEADLINE_EXCEEDED, as gRPC specifies. Sits inside the telemetry layer, like the load
-//! shedding. A stream that outlives its deadline is ended by the telemetry layer.
+//! on the server span and in the metrics is DEADLINE_EXCEEDED, as gRPC specifies. Sits inside the
+//! telemetry layer, like the load shedding. A stream that outlives its deadline is ended by the
+//! telemetry layer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -125,18 +126,9 @@ where
 
 /// A trailers-only DEADLINE_EXCEEDED response.
 fn expired<B>() -> http::Response<DeadlineBody<B>> {
-    let mut response = http::Response::new(DeadlineBody::Expired);
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", http::HeaderValue::from_static("4"));
-    headers.insert(
-        "grpc-message",
-        http::HeaderValue::from_static("the call's deadline passed before the server answered"),
-    );
-    response
+    tonic::Status::deadline_exceeded("the call's deadline passed before the server answered")
+        .into_http::<()>()
+        .map(|()| DeadlineBody::Expired)
 }
 
 pin_project_lite::pin_project! {

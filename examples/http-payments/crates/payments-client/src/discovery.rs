@@ -40,7 +40,15 @@ pub enum LbPolicy {
     None,
 }
 
+/// Seconds between two resolutions of the server's host unless changed.
+pub const DEFAULT_DNS_REFRESH_SECS: u64 = 30;
+/// Seconds without a frame before a keep-alive ping unless changed.
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 10;
+/// Seconds a keep-alive ping may go unanswered unless changed.
+pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 5;
+
 /// The client's balancing settings, one place for the CLI (`#[command(flatten)]`) and for code.
+/// The defaults are the `DEFAULT_*` constants above, for both.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Balancing {
     /// How calls are spread: `dns` (resolve the host into every replica, balance over the healthy
@@ -50,7 +58,7 @@ pub struct Balancing {
 
     /// `dns`: seconds between two resolutions of the host; a replica added to the name gets calls
     /// within this time. A connection error resolves again at once.
-    #[arg(long, env = "DNS_REFRESH_SECS", default_value_t = 30,
+    #[arg(long, env = "DNS_REFRESH_SECS", default_value_t = DEFAULT_DNS_REFRESH_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub dns_refresh_secs: u64,
 
@@ -61,13 +69,13 @@ pub struct Balancing {
 
     /// Seconds without a frame from a replica after which its connections send an HTTP/2 ping
     /// (idle ones too).
-    #[arg(long, env = "KEEPALIVE_SECS", default_value_t = 10,
+    #[arg(long, env = "KEEPALIVE_SECS", default_value_t = DEFAULT_KEEPALIVE_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub keepalive_secs: u64,
 
     /// Seconds a ping may go unanswered before the connection is closed: a replica that hangs
     /// leaves the balancer within `KEEPALIVE_SECS + KEEPALIVE_TIMEOUT_SECS`.
-    #[arg(long, env = "KEEPALIVE_TIMEOUT_SECS", default_value_t = 5,
+    #[arg(long, env = "KEEPALIVE_TIMEOUT_SECS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub keepalive_timeout_secs: u64,
 }
@@ -76,10 +84,10 @@ impl Default for Balancing {
     fn default() -> Self {
         Self {
             policy: LbPolicy::Dns,
-            dns_refresh_secs: 30,
+            dns_refresh_secs: DEFAULT_DNS_REFRESH_SECS,
             dns_server: None,
-            keepalive_secs: 10,
-            keepalive_timeout_secs: 5,
+            keepalive_secs: DEFAULT_KEEPALIVE_SECS,
+            keepalive_timeout_secs: DEFAULT_KEEPALIVE_TIMEOUT_SECS,
         }
     }
 }

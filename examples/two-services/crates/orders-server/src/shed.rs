@@ -167,17 +167,11 @@ where
     }
 }
 
-/// A trailers-only UNAVAILABLE response: the status in the headers, no message.
+/// A trailers-only UNAVAILABLE response.
 fn refusal<B>() -> http::Response<ShedBody<B>> {
-    let mut response = http::Response::new(ShedBody::Refused);
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", http::HeaderValue::from_static("14"));
-    headers.insert("grpc-message", http::HeaderValue::from_static(REFUSED));
-    response
+    tonic::Status::unavailable(REFUSED)
+        .into_http::<()>()
+        .map(|()| ShedBody::Refused)
 }
 
 pin_project_lite::pin_project! {

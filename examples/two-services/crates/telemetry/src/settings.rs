@@ -147,12 +147,7 @@ impl Settings {
             (Signal::Metrics, &mut self.metrics),
             (Signal::Logs, &mut self.logs),
         ] {
-            let endpoint = match settings.protocol {
-                Protocol::Grpc => base.to_owned(),
-                Protocol::HttpProtobuf => {
-                    format!("{}{}", base.trim_end_matches('/'), signal.http_path())
-                }
-            };
+            let endpoint = signal_endpoint(base, settings.protocol, signal);
             settings.destination = redacted(&endpoint);
             settings.secure = is_https(&endpoint);
             settings.endpoint = Some(endpoint);
@@ -271,9 +266,10 @@ impl Reader<'_> {
     }
 
     /// The SDK reads the export timeouts itself and ignores a value that is no whole number of
-    /// milliseconds (the generic variable or its default of 10 s applies instead).
+    /// milliseconds, spaces included (the generic variable or its default of 10 s applies
+    /// instead).
     fn check_timeout(&mut self, name: &str) {
-        if let Some(value) = self.get(name)
+        if let Some(value) = self.raw(name)
             && value.parse::<u64>().is_err()
         {
             self.warnings.push(format!(
@@ -283,10 +279,10 @@ impl Reader<'_> {
         }
     }
 
-    /// The SDK reads these itself: a value that is no whole number it ignores (its default
-    /// applies), and 0 it uses as given (a queue of 0 drops everything).
+    /// The SDK reads these itself, untrimmed: a value that is no whole number it ignores (its
+    /// default applies), and 0 it uses as given (a queue of 0 drops everything).
     fn check_positive_integer(&mut self, name: &str) {
-        let Some(value) = self.get(name) else { return };
+        let Some(value) = self.raw(name) else { return };
         match value.parse::<u64>() {
             Ok(0) => self.warnings.push(format!(
                 "{name}=\"0\" is not positive; the SDK uses it as given (a queue or batch of 0 \
@@ -480,13 +476,7 @@ impl Reader<'_> {
         } else {
             protocol.spec_default_endpoint()
         });
-        let endpoint = match protocol {
-            Protocol::Grpc => base.to_owned(),
-            // What the SDK does with a generic endpoint: the signal's path is appended.
-            Protocol::HttpProtobuf => {
-                format!("{}{}", base.trim_end_matches('/'), signal.http_path())
-            }
-        };
+        let endpoint = signal_endpoint(base, protocol, signal);
         let shown = redacted(&endpoint);
         ((generic.is_none() || refused).then_some(endpoint), shown)
     }
@@ -578,6 +568,15 @@ fn has_scheme(value: &str) -> bool {
     value
         .split_once("://")
         .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']))
+}
+
+/// A signal's endpoint from a base one, as the SDK makes it from `OTEL_EXPORTER_OTLP_ENDPOINT`:
+/// OTLP/HTTP appends the signal's path, gRPC takes the base as it is.
+fn signal_endpoint(base: &str, protocol: Protocol, signal: Signal) -> String {
+    match protocol {
+        Protocol::Grpc => base.to_owned(),
+        Protocol::HttpProtobuf => format!("{}{}", base.trim_end_matches('/'), signal.http_path()),
+    }
 }
 
 fn is_https(url: &str) -> bool {
@@ -861,6 +860,25 @@ mod tests {
         assert!(!zero.contains("SDK default"), "{zero}");
         let lots = warning(&[("OTEL_BLRP_MAX_QUEUE_SIZE", "lots")]);
         assert!(lots.contains("the SDK default"), "{lots}");
+        // The SDK parses these untrimmed: a padded number is no number to it.
+        let padded = warning(&[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", " 4096"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500 "),
+        ]);
+        assert!(
+            padded.contains("OTEL_BSP_MAX_QUEUE_SIZE=\" 4096\" is invalid"),
+            "{padded}"
+        );
+        assert!(
+            padded.contains("OTEL_EXPORTER_OTLP_TIMEOUT=\"2500 \" is invalid"),
+            "{padded}"
+        );
+        assert_eq!(
+            settings(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500 ")])
+                .traces
+                .timeout,
+            DEFAULT_TIMEOUT
+        );
     }
 
     #[test]
