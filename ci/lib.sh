@@ -116,9 +116,10 @@ ensure_rotel() {
         python3 -m venv "$ROTEL_VENV"
         "$ROTEL_VENV/bin/pip" install --quiet rotel
     fi
-    local want have
+    local want have names
     want=$(printf '%s\n' "${E2E_PYTHON_PACKAGES[@]}" | sort)
-    have=$("$ROTEL_VENV/bin/pip" freeze 2>/dev/null | grep -iE '^(grpcio|protobuf|opentelemetry-proto|dnslib)==' | sort || true)
+    names=$(printf '%s\n' "${E2E_PYTHON_PACKAGES[@]%%==*}" | paste -sd'|')
+    have=$("$ROTEL_VENV/bin/pip" freeze 2>/dev/null | grep -iE "^($names)==" | sort || true)
     if [[ ${have,,} != "${want,,}" ]]; then
         step "installing the e2e harness's Python packages into $ROTEL_VENV"
         "$ROTEL_VENV/bin/pip" install --quiet "${E2E_PYTHON_PACKAGES[@]}"
@@ -134,7 +135,7 @@ SEED_PYTHON_PACKAGES=(grpclib==0.4.9 protobuf==7.36.2 grpcio==1.85.3 grpcio-tool
     opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2)
 
 ensure_seed_venv() {
-    local want have
+    local want have names
     want=$(printf '%s\n' "${SEED_PYTHON_PACKAGES[@]}" | sort)
     if [[ -x $SEED_VENV/bin/python ]]; then
         have=$("$SEED_VENV/bin/pip" freeze 2>/dev/null | grep -iE "^($(printf '%s\n' "${SEED_PYTHON_PACKAGES[@]%%==*}" | paste -sd'|'))==" | sort || true)
