@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 SERVER_SPAN = "grpc.server.ProcessRequest"
 CLIENT_SPAN = "grpc.client.ProcessRequest"
+ATTEMPT_SPAN = "grpc.client.attempt.ProcessRequest"
 LOGIC_SPAN = "process-business-logic"
 DB_SPAN = "database-query"
 # Targets whose WARN/ERROR lines the telemetry crate rate-limits (subscriber.rs TRANSPORT_TARGETS)

@@ -39,13 +39,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 import procs  # noqa: E402
-from common import CLIENT_SPAN, SERVER_SPAN, Run  # noqa: E402
+from common import ATTEMPT_SPAN, CLIENT_SPAN, SERVER_SPAN, Run  # noqa: E402
 
 TITLE = "scenario fleet"
 NAME = "fleet.e2e.test"
 IPS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 CONCURRENCY = 6
-ATTEMPT_SPAN = "grpc.client.attempt.ProcessRequest"
 CLIENT_SERVICE = "e2e-fleet-client"
 KEEPALIVE_BOUND_S = 2.0  # KEEPALIVE_SECS=1 + KEEPALIVE_TIMEOUT_SECS=1
 

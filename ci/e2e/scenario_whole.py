@@ -43,13 +43,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procs  # noqa: E402
 from checks import Checks, dump_json  # noqa: E402
+from common import ATTEMPT_SPAN, CLIENT_SPAN, DB_SPAN, LOGIC_SPAN, SERVER_SPAN  # noqa: E402
 from rotel import Rotel, RotelError, Telemetry  # noqa: E402
 
-CLIENT_SPAN = "grpc.client.ProcessRequest"
-ATTEMPT_SPAN = "grpc.client.attempt.ProcessRequest"
-SERVER_SPAN = "grpc.server.ProcessRequest"
-LOGIC_SPAN = "process-business-logic"
-DB_SPAN = "database-query"
 SERVER_METRICS = (
     "myservice.requests.total",
     "myservice.request.duration",
