@@ -7,22 +7,32 @@ use tracing::Instrument as _;
 
 use crate::helpers::{check_attributes, span, unique_id, world};
 
-#[tokio::test]
-async fn a_call_into_the_neighbour_service_stays_one_trace() {
+/// Serves the neighbour service, its configuration changed by `configure`, and connects its
+/// client; the server stops when the sender is dropped or sent to.
+async fn serve_neighbour(
+    configure: impl FnOnce(&mut neighbour_server::Config),
+) -> (neighbour_client::Client, tokio::sync::oneshot::Sender<()>) {
     world();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
     let address = listener.local_addr().unwrap();
-    let config = neighbour_server::Config::for_address(address);
+    let mut config = neighbour_server::Config::for_address(address);
+    configure(&mut config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(neighbour_server::run(listener, config, async {
         let _ = stopped.await;
     }));
     let url = format!("http://{address}");
-    let mut neighbour = neighbour_client::Client::connect(&url, Duration::from_secs(5))
+    let client = neighbour_client::Client::connect(&url, Duration::from_secs(5))
         .await
         .unwrap();
+    (client, stop)
+}
+
+#[tokio::test]
+async fn a_call_into_the_neighbour_service_stays_one_trace() {
+    let (mut neighbour, stop) = serve_neighbour(|_| {}).await;
 
     // What this service's handler would do: its own work, calling the neighbour inside it.
     let id = unique_id("neighbour");
@@ -51,21 +61,7 @@ async fn a_call_into_the_neighbour_service_stays_one_trace() {
 /// runs out the neighbour's handler is dropped and both sides say DEADLINE_EXCEEDED.
 #[tokio::test]
 async fn a_handlers_deadline_goes_on_into_the_neighbour() {
-    world();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let address = listener.local_addr().unwrap();
-    let mut config = neighbour_server::Config::for_address(address);
-    config.db_latency_ms = 1000;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(neighbour_server::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    let url = format!("http://{address}");
-    let neighbour = neighbour_client::Client::connect(&url, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let (neighbour, stop) = serve_neighbour(|config| config.db_latency_ms = 1000).await;
 
     // What this service's handler would do with the deadline it was given
     // (`request.extensions().get::<server::Deadline>()`): pass on what is left.
