@@ -21,6 +21,5 @@ mod propagation;
 mod retries;
 mod shutdown;
 mod stream_results;
-mod streams;
 mod tls;
 mod traces;
