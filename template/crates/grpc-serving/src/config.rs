@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// How the server behaves in a fleet, what it accepts, and its TLS.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+// No argument group: a service's own flags struct is often named `Config` too, and two groups of
+// one name make clap panic at start.
+#[group(skip)]
 pub struct Config {
     /// Seconds between SIGTERM/SIGINT and the drain: the readiness health (the service's name)
     /// answers NOT_SERVING while calls are still served, so clients and Kubernetes stop choosing

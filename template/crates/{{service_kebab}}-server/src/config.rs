@@ -54,3 +54,15 @@ fn parse_rate(value: &str) -> Result<f64, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        // clap checks its definitions only when it parses; a conflict (two argument groups of
+        // one name, say) would otherwise first show as a panic when the server starts.
+        super::Config::command().debug_assert();
+    }
+}
