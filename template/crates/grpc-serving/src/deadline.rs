@@ -220,7 +220,11 @@ mod tests {
             .await
             .expect("an answer");
         let took = started.elapsed();
-        assert_eq!(took, Duration::from_millis(50) - AHEAD, "answered after {took:?}");
+        assert_eq!(
+            took,
+            Duration::from_millis(50) - AHEAD,
+            "answered after {took:?}"
+        );
         assert_eq!(
             response.headers().get("grpc-status").map(|v| v.as_bytes()),
             Some(&b"4"[..]),
