@@ -43,6 +43,8 @@ from common import ATTEMPT_SPAN, CLIENT_SPAN, SERVER_SPAN, Run  # noqa: E402
 
 TITLE = "scenario fleet"
 NAME = "fleet.e2e.test"
+# Three replicas on one port, like pods: Linux routes all of 127.0.0.0/8 to loopback; macOS and
+# Windows answer only on 127.0.0.1 unless the other addresses are added as aliases.
 IPS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 CONCURRENCY = 6
 CLIENT_SERVICE = "e2e-fleet-client"
