@@ -123,7 +123,7 @@ def kill_traces(run: Run, rotel, calls: int) -> None:
     c, f = run.checks, run.figures
 
     def client_spans(t):
-        return [s for s in t.find_spans(CLIENT_SPAN, "CLIENT", CLIENT_SERVICE)
+        return [s for s in t.find_spans(CLIENT_SPAN, None, CLIENT_SERVICE)
                 if str(s.attributes.get("request.id", "")).startswith("kill-")]
 
     try:

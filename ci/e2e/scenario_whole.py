@@ -151,7 +151,7 @@ def expected_present(t: Telemetry, n: int, server_svc: str, client_svc: str) -> 
     """Everything the checks need has come through rotel (may still be too much: the checks
     compare exactly afterwards)."""
     return (
-        len(t.find_spans(CLIENT_SPAN, "CLIENT", client_svc)) >= n
+        len(t.find_spans(CLIENT_SPAN, None, client_svc)) >= n
         and len(t.find_spans(SERVER_SPAN, "SERVER", server_svc)) >= n
         and len(t.find_spans(LOGIC_SPAN, service=server_svc)) >= n
         and len(t.find_spans(DB_SPAN, service=server_svc)) >= n
@@ -165,7 +165,7 @@ def expected_present(t: Telemetry, n: int, server_svc: str, client_svc: str) -> 
 def check_all(c: Checks, t: Telemetry, n: int, server_svc: str, client_svc: str,
               server_stdout: list[dict] | None, stdout_error: str | None) -> dict:
     figures: dict = {}
-    client_spans = t.find_spans(CLIENT_SPAN, "CLIENT")
+    client_spans = t.find_spans(CLIENT_SPAN, None)
     server_spans = t.find_spans(SERVER_SPAN, "SERVER")
     logic_spans = t.find_spans(LOGIC_SPAN, "INTERNAL")
     # A call to the database: CLIENT, as the database conventions ask.
@@ -174,7 +174,7 @@ def check_all(c: Checks, t: Telemetry, n: int, server_svc: str, client_svc: str,
                    inner_spans=len(logic_spans) + len(db_spans), all_spans=len(t.spans))
 
     c.section("spans")
-    c.equal(len(client_spans), n, f"client spans ({CLIENT_SPAN}, CLIENT)")
+    c.equal(len(client_spans), n, f"call spans ({CLIENT_SPAN})")
     c.equal(len(server_spans), n, f"server spans ({SERVER_SPAN}, SERVER)")
     c.equal(len(logic_spans) + len(db_spans), 2 * n, f"inner spans ({LOGIC_SPAN} + {DB_SPAN})")
     c.equal(len(logic_spans), n, f"{LOGIC_SPAN} spans")
@@ -197,10 +197,10 @@ def check_all(c: Checks, t: Telemetry, n: int, server_svc: str, client_svc: str,
     client_ids = {s.span_id for s in client_spans}
 
     def call_of(server_span):
-        # A server span's parent is the attempt that sent it (gRFC A72), an INTERNAL child of the
-        # logical call's CLIENT span; recordings from before attempts had the CLIENT span itself.
+        # A server span's parent is the attempt that sent it (gRFC A72), a CLIENT child of the
+        # logical call's INTERNAL span; recordings from before attempts had the call's CLIENT span.
         parent = by_id.get(server_span.parent_span_id or "")
-        if parent is not None and parent.name == ATTEMPT_SPAN and parent.kind == "INTERNAL":
+        if parent is not None and parent.name == ATTEMPT_SPAN:
             call = by_id.get(parent.parent_span_id or "")
             return call if call is not None and call.trace_id == parent.trace_id else None
         return parent
@@ -213,6 +213,9 @@ def check_all(c: Checks, t: Telemetry, n: int, server_svc: str, client_svc: str,
         elif parent.trace_id != s.trace_id:
             bad_parent.append(f"server span {s.span_id} trace {s.trace_id} != client trace {parent.trace_id}")
     c.empty(bad_parent, "every server span's parent is a client span of the same trace")
+    c.empty([f"server span {s.span_id}: parent {by_id[s.parent_span_id].name} is {by_id[s.parent_span_id].kind}"
+             for s in server_spans if s.parent_span_id in by_id and by_id[s.parent_span_id].kind != "CLIENT"],
+            "every server span's direct parent is a CLIENT span (service graphs pair them)")
     children: dict[str, int] = {}
     for s in server_spans:
         call = call_of(s)
@@ -403,7 +406,7 @@ def main(argv: list[str]) -> int:
                 f"exit code {rc}, killed={server.killed}")
         figures.update(check_all(c, t, n_expect, server_svc, client_svc, server_stdout, stdout_error))
         if client_trace_ids is not None:
-            c.empty(sorted(client_trace_ids ^ {s.trace_id for s in t.find_spans(CLIENT_SPAN, "CLIENT")}),
+            c.empty(sorted(client_trace_ids ^ {s.trace_id for s in t.find_spans(CLIENT_SPAN, None)}),
                     "trace ids printed by the client == trace ids of the client spans")
     finally:
         if server is not None and server.running():

@@ -741,7 +741,12 @@ impl World {
         self.receiver
             .wait_for(ARRIVAL, |r| {
                 let spans = r.spans();
-                let client = spans.iter().find(|s| s.kind == "CLIENT" && is_ours(s))?;
+                // The logical call's span: INTERNAL above its attempts, or the one CLIENT span.
+                let client = spans.iter().find(|s| {
+                    s.name.starts_with("grpc.client.")
+                        && !s.name.starts_with("grpc.client.attempt.")
+                        && is_ours(s)
+                })?;
                 let trace: Vec<_> = spans
                     .iter()
                     .filter(|s| s.trace_id == client.trace_id)

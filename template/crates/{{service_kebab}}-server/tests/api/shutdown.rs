@@ -154,7 +154,9 @@ async fn the_drain_deadline_bounds_shutdown() {
     let spans = world().receiver.spans();
     let client = spans
         .iter()
-        .find(|s| s.kind == "CLIENT" && s.attributes.get("request.id") == Some(&id))
+        .find(|s| {
+            s.name == "grpc.client.ProcessRequest" && s.attributes.get("request.id") == Some(&id)
+        })
         .unwrap_or_else(|| panic!("no client span of the cut call"));
     let trace: Vec<_> = spans
         .iter()
