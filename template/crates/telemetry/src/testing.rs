@@ -65,6 +65,37 @@ pub struct ReceivedSpan {
     pub end_unix_nano: u64,
 }
 
+/// The span named `name` in `spans`; a missing one fails the test, naming those there are.
+///
+/// # Panics
+/// When no span is named `name`.
+#[track_caller]
+pub fn span<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name:?} among {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Asserts each `(key, value)` is among the span's attributes.
+///
+/// # Panics
+/// When one is missing or has another value.
+#[track_caller]
+pub fn check_attributes(span: &ReceivedSpan, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            span.attributes.get(*key).map(String::as_str),
+            Some(*value),
+            "attribute {key} of span {}: {:?}",
+            span.name,
+            span.attributes
+        );
+    }
+}
+
 /// A log record as received.
 #[derive(Clone, Debug)]
 pub struct ReceivedLog {

@@ -2,7 +2,6 @@
 //! layers on both sides, and the ways a stream ends badly. The service is test-only and
 //! hand-written over tonic's generic `Grpc` (messages are `u64`, i.e. `UInt64Value`): no test proto
 //! to compile, and each test calls a method of its own, so its spans and metrics are its own.
-#![allow(clippy::unwrap_used)] // A failed unwrap is a failed test, with its location.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +21,9 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
-use telemetry::testing::{ARRIVAL, World};
+use telemetry::testing::ARRIVAL;
+
+use crate::support::{descriptor_set, world};
 
 const SERVICE: &str = "streams.v1.Shapes";
 const PREFIX: &str = "streams";
@@ -30,11 +31,6 @@ const PREFIX: &str = "streams";
 const GAP: Duration = Duration::from_millis(50);
 /// The messages a well-behaved stream carries.
 const MESSAGES: u64 = 4;
-
-/// The test binary's telemetry, exported to an in-process receiver.
-fn world() -> &'static World {
-    telemetry::testing::world("grpc-serving-tests")
-}
 
 type MessageStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<u64, Status>> + Send>>;
 
@@ -173,45 +169,19 @@ fn server_stream(method: &str, request: Request<u64>) -> MessageStream {
     Box::pin(ReceiverStream::new(receiver))
 }
 
-/// The layers' descriptor set: a `FileDescriptorSet` naming the service's methods, encoded by
-/// hand (only the fields the server layer reads: package, service and method names).
-fn descriptor_set() -> Vec<u8> {
-    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
-        let mut out = vec![(number << 3) | 2];
-        let mut len = bytes.len();
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
-        out.extend_from_slice(bytes);
-        out
-    }
-    let (package, service) = SERVICE.rsplit_once('.').unwrap();
-    let mut service_proto = field(1, service.as_bytes());
-    for method in [
-        "Unary",
-        "ServerStream",
-        "ClientStream",
-        "Bidi",
-        "Dropped",
-        "Fails",
-        "Shutdown",
-        "Deadline",
-        "Refuses",
-        "Cut",
-    ] {
-        service_proto.extend(field(2, &field(1, method.as_bytes())));
-    }
-    let mut file = field(1, b"streams.proto");
-    file.extend(field(2, package.as_bytes()));
-    file.extend(field(6, &service_proto));
-    field(1, &file)
-}
+/// The methods the layers name (any other is `_OTHER`).
+const METHODS: [&str; 10] = [
+    "Unary",
+    "ServerStream",
+    "ClientStream",
+    "Bidi",
+    "Dropped",
+    "Fails",
+    "Shutdown",
+    "Deadline",
+    "Refuses",
+    "Cut",
+];
 
 struct Server {
     address: SocketAddr,
@@ -234,7 +204,7 @@ impl Server {
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (draining, drain_began) = tokio::sync::oneshot::channel::<()>();
-        let set = descriptor_set();
+        let set = descriptor_set(SERVICE, &METHODS);
         let layer = GrpcServerLayer::new(PREFIX, &[&set]);
         let calls = layer.calls();
         let connections = grpc_serving::drain::Connections::default();
