@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// How the server behaves in a fleet, what it accepts, and its TLS.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+// clap names a struct's argument group after the struct: a service's own `Config`, which flattens
+// this one in, would have a second group named `Config` (a panic at start in debug builds).
+#[group(id = "grpc-serving")]
 pub struct Config {
     /// Seconds between SIGTERM/SIGINT and the drain: the readiness health (the service's name)
     /// answers NOT_SERVING while calls are still served, so clients and Kubernetes stop choosing
@@ -164,6 +167,20 @@ mod tests {
         if !set {
             assert_eq!(flags.ok(), Some(Config::default()));
         }
+    }
+
+    /// A service's flags are a struct named `Config` too: flattened in, this one must not clash
+    /// with it (clap checks its debug assertions when a command is built).
+    #[test]
+    fn a_services_own_config_can_flatten_it() {
+        mod service {
+            #[derive(Debug, clap::Parser)]
+            pub(super) struct Config {
+                #[command(flatten)]
+                pub(super) serving: super::Config,
+            }
+        }
+        <service::Config as clap::CommandFactory>::command().debug_assert();
     }
 
     #[test]
