@@ -686,6 +686,19 @@ impl Drop for Pki {
     }
 }
 
+/// Waits until `done` holds, checking every 10 ms; fails the test, saying `what` did not happen,
+/// if it does not hold within `timeout`.
+///
+/// # Panics
+/// When `done` does not hold within `timeout`.
+pub async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// How long telemetry may take to reach the receiver after a flush.
 pub const ARRIVAL: Duration = Duration::from_secs(10);
 
@@ -802,14 +815,10 @@ impl World {
 
     /// Waits until a captured line's message ends with `suffix` (the server got that far).
     pub async fn wait_for_line(&self, suffix: &str) {
-        let deadline = std::time::Instant::now() + ARRIVAL;
-        while !self.capture.lines().iter().any(|l| l.contains(suffix)) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no line with {suffix:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(ARRIVAL, &format!("no line with {suffix:?}"), || {
+            self.capture.lines().iter().any(|l| l.contains(suffix))
+        })
+        .await;
     }
 
     /// The captured stdout lines, each parsed; a line that is not JSON fails the test.

@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use telemetry::grpc::{GrpcClientLayer, GrpcClientService};
-use telemetry::testing::{ReceivedSpan, World};
+use telemetry::testing::{ARRIVAL, ReceivedSpan, World, wait_until};
 use tokio::sync::oneshot;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -105,25 +105,33 @@ pub(crate) fn handled(method: &str) -> usize {
 
 /// Waits (bounded) until a call of `method` has reached its handler.
 pub(crate) async fn reached_its_handler(method: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while handled(method) == 0 {
-        assert!(Instant::now() < deadline, "no call of {method} was handled");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("no call of {method} was handled");
+    wait_until(ARRIVAL, &what, || handled(method) > 0).await;
 }
 
-/// The test service (see [`METHODS`]); its generic `Grpc` gets the message limit a generated
-/// server gets from `Config::max_message_bytes`.
+/// A test service: its gRPC name, and its answer to a call of each method.
+pub(crate) trait Methods: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The service's gRPC name (`package.Service`).
+    const NAME: &'static str;
+
+    /// The answer to `request`, a call of `method` (the last part of its path), from a copy of
+    /// the service.
+    fn answer(
+        self,
+        method: String,
+        request: http::Request<tonic::body::Body>,
+    ) -> impl Future<Output = http::Response<tonic::body::Body>> + Send + 'static;
+}
+
+/// A [`Methods`] as the tower service a generated server is, to be served.
 #[derive(Clone, Debug)]
-struct TestService {
-    max_message_bytes: usize,
+pub(crate) struct Served<M>(M);
+
+impl<M: Methods> tonic::server::NamedService for Served<M> {
+    const NAME: &'static str = M::NAME;
 }
 
-impl tonic::server::NamedService for TestService {
-    const NAME: &'static str = SERVICE;
-}
-
-impl tower::Service<http::Request<tonic::body::Body>> for TestService {
+impl<M: Methods> tower::Service<http::Request<tonic::body::Body>> for Served<M> {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -140,45 +148,63 @@ impl tower::Service<http::Request<tonic::body::Body>> for TestService {
             .next()
             .unwrap_or_default()
             .to_owned();
+        let answer = self.0.clone().answer(method, request);
+        Box::pin(async move { Ok(answer.await) })
+    }
+}
+
+/// The test service (see [`METHODS`]); its generic `Grpc` gets the message limit a generated
+/// server gets from `Config::max_message_bytes`.
+#[derive(Clone, Debug)]
+struct TestService {
+    max_message_bytes: usize,
+}
+
+impl Methods for TestService {
+    const NAME: &'static str = SERVICE;
+
+    async fn answer(
+        self,
+        method: String,
+        request: http::Request<tonic::body::Body>,
+    ) -> http::Response<tonic::body::Body> {
         let limit = self.max_message_bytes;
-        Box::pin(async move {
-            if !METHODS.contains(&method.as_str()) {
-                return Ok(Status::unimplemented(format!("no method {method}")).into_http());
-            }
-            if method == "Bytes" {
-                let mut grpc = tonic::server::Grpc::new(ProstCodec::<u64, Vec<u8>>::default())
-                    .max_decoding_message_size(limit);
-                let handler = tower::service_fn(|r: Request<Vec<u8>>| async move {
-                    let count = u64::try_from(r.into_inner().len()).unwrap();
-                    Ok::<_, Status>(Response::new(count))
-                });
-                return Ok(grpc.unary(handler, request).await);
-            }
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<u64, u64>::default())
+        if !METHODS.contains(&method.as_str()) {
+            return Status::unimplemented(format!("no method {method}")).into_http();
+        }
+        if method == "Bytes" {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<u64, Vec<u8>>::default())
                 .max_decoding_message_size(limit);
-            let handler = tower::service_fn(move |r: Request<u64>| {
-                *HANDLED
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(method.clone())
-                    .or_default() += 1;
-                let millis = r.into_inner();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(millis))
-                        .instrument(tracing::info_span!("handle", request = millis))
-                        .await;
-                    Ok::<_, Status>(Response::new(millis))
-                }
+            let handler = tower::service_fn(|r: Request<Vec<u8>>| async move {
+                let count = u64::try_from(r.into_inner().len()).unwrap();
+                Ok::<_, Status>(Response::new(count))
             });
-            Ok(grpc.unary(handler, request).await)
-        })
+            return grpc.unary(handler, request).await;
+        }
+        let mut grpc = tonic::server::Grpc::new(ProstCodec::<u64, u64>::default())
+            .max_decoding_message_size(limit);
+        let handler = tower::service_fn(move |r: Request<u64>| {
+            *HANDLED
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(method.clone())
+                .or_default() += 1;
+            let millis = r.into_inner();
+            async move {
+                tokio::time::sleep(Duration::from_millis(millis))
+                    .instrument(tracing::info_span!("handle", request = millis))
+                    .await;
+                Ok::<_, Status>(Response::new(millis))
+            }
+        });
+        grpc.unary(handler, request).await
     }
 }
 
 /// A client of the test service through the workspace's client layer.
 pub(crate) type Client = tonic::client::Grpc<GrpcClientService<Channel>>;
 
-/// The test service served by [`grpc_serving::Server`] on a loopback port, in the test's runtime.
+/// A test service served by [`grpc_serving::Server`] on a loopback port, in the test's runtime.
 pub(crate) struct TestServer {
     pub(crate) address: SocketAddr,
     prefix: &'static str,
@@ -195,6 +221,20 @@ impl TestServer {
         prefix: &'static str,
         configure: impl FnOnce(&mut grpc_serving::Config),
     ) -> Self {
+        let api = |config: &grpc_serving::Config| TestService {
+            max_message_bytes: config.max_message_bytes,
+        };
+        Self::serving(prefix, configure, api, DESCRIPTOR_SET.as_slice()).await
+    }
+
+    /// Like [`TestServer::start`], serving the service `api` makes from the configuration, whose
+    /// methods `descriptor_set` names.
+    pub(crate) async fn serving<M: Methods>(
+        prefix: &'static str,
+        configure: impl FnOnce(&mut grpc_serving::Config),
+        api: impl FnOnce(&grpc_serving::Config) -> M,
+        descriptor_set: &'static [u8],
+    ) -> Self {
         world();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -202,13 +242,11 @@ impl TestServer {
         let address = listener.local_addr().unwrap();
         let mut config = grpc_serving::Config::for_tests();
         configure(&mut config);
-        let api = TestService {
-            max_message_bytes: config.max_message_bytes,
-        };
+        let api = Served(api(&config));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(
             grpc_serving::Server::new(config, prefix)
-                .descriptor_set(DESCRIPTOR_SET.as_slice())
+                .descriptor_set(descriptor_set)
                 .serve(listener, api, async {
                     let _ = stopped.await;
                 }),
@@ -242,9 +280,11 @@ impl TestServer {
             .unwrap()
     }
 
-    /// A client over a new plaintext connection.
+    /// A client over a new plaintext connection, ready for its first call.
     pub(crate) async fn client(&self) -> Client {
-        self.client_over(self.channel().await)
+        let mut client = self.client_over(self.channel().await);
+        client.ready().await.unwrap();
+        client
     }
 
     /// A client over `channel` (a connection to this server), through the client layer.
@@ -298,7 +338,7 @@ pub(crate) async fn server_spans(method: &str, count: usize) -> Vec<ReceivedSpan
     world().flush().await;
     world()
         .receiver
-        .wait_for(telemetry::testing::ARRIVAL, |r| {
+        .wait_for(ARRIVAL, |r| {
             let spans: Vec<_> = r
                 .spans()
                 .into_iter()

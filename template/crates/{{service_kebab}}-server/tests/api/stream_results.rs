@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use telemetry::testing::ReceivedSpan;
+use telemetry::testing::{ReceivedSpan, wait_until};
 
 use crate::helpers::{
     ARRIVAL, check_attributes, span, spawn_app, spawn_app_with, unique_id, world,
@@ -248,22 +248,15 @@ async fn a_stream_the_caller_drops_stops_its_work() {
     );
 
     // The task that produced the results noticed at once, and ended without another result.
-    loop {
-        let stopped = world().json_lines().iter().any(|l| {
+    wait_until(ARRIVAL, "the stream's task outlived its call", || {
+        world().json_lines().iter().any(|l| {
             l["trace_id"] == server.trace_id.as_str()
                 && l["msg"]
                     .as_str()
                     .is_some_and(|m| m.ends_with("The caller stopped listening; stream ended"))
-        });
-        if stopped {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stream's task outlived its call"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        })
+    })
+    .await;
     world().flush().await;
     let results = world()
         .receiver
