@@ -699,6 +699,18 @@ pub async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() ->
     }
 }
 
+/// Now, in nanoseconds since the Unix epoch: the clock of a received span's start and end.
+///
+/// # Panics
+/// When the system clock is before 1970 or past 2554.
+#[allow(clippy::unwrap_used)] // Test support: a clock that far off is a failed test.
+pub fn now_nanos() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since_epoch.as_nanos()).unwrap()
+}
+
 /// How long telemetry may take to reach the receiver after a flush.
 pub const ARRIVAL: Duration = Duration::from_secs(10);
 

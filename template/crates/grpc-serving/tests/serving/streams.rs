@@ -7,9 +7,9 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use telemetry::testing::{ARRIVAL, ReceivedPoint, ReceivedSpan, wait_until};
+use telemetry::testing::{ARRIVAL, ReceivedPoint, ReceivedSpan, now_nanos, wait_until};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -176,16 +176,6 @@ fn path(method: &str) -> PathAndQuery {
 
 fn codec() -> ProstCodec<u64, u64> {
     ProstCodec::default()
-}
-
-fn now_nanos() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
 }
 
 /// `MESSAGES` messages, [`GAP`] apart, from a spawned task; and when the last one was handed to

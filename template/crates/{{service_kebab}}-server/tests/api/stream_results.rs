@@ -2,9 +2,9 @@
 //! and one SERVER span that end with the stream, a span and log lines per result parented inside
 //! the call, and its failures each with its status.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use telemetry::testing::{ReceivedSpan, wait_until};
+use telemetry::testing::{ReceivedSpan, now_nanos, wait_until};
 
 use crate::helpers::{
     ARRIVAL, check_attributes, span, spawn_app, spawn_app_with, unique_id, world,
@@ -12,16 +12,6 @@ use crate::helpers::{
 
 /// The pause between two results in these tests.
 const INTERVAL: Duration = Duration::from_millis(50);
-
-fn now_nanos() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
-}
 
 fn method() -> String {
     format!("{}/StreamResults", proto::GRPC_SERVICE)
