@@ -169,6 +169,20 @@ mod tests {
         }
     }
 
+    /// A service's flags are a struct named `Config` too: flattened in, this one must not clash
+    /// with it (clap checks its debug assertions when a command is built).
+    #[test]
+    fn a_services_own_config_can_flatten_it() {
+        mod service {
+            #[derive(Debug, clap::Parser)]
+            pub(super) struct Config {
+                #[command(flatten)]
+                pub(super) serving: super::Config,
+            }
+        }
+        <service::Config as clap::CommandFactory>::command().debug_assert();
+    }
+
     #[test]
     fn a_limit_of_zero_or_below_is_refused_with_its_value() {
         for bad in ["0", "-3", "many"] {

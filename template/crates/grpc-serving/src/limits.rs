@@ -7,7 +7,8 @@ use std::task::{Context, Poll, ready};
 use tower::{Layer, Service};
 
 /// What tonic (0.14) says when a message exceeds `max_decoding_message_size`. The test
-/// `errors::an_oversized_message_is_resource_exhausted` fails if tonic changes it.
+/// `errors::an_oversized_message_is_resource_exhausted` (`tests/serving`) fails if tonic changes
+/// it.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
 
 /// Rewrites tonic's OUT_OF_RANGE for oversized messages to RESOURCE_EXHAUSTED.

@@ -65,6 +65,37 @@ pub struct ReceivedSpan {
     pub end_unix_nano: u64,
 }
 
+/// The span named `name` in `spans`; a missing one fails the test, naming those there are.
+///
+/// # Panics
+/// When no span is named `name`.
+#[track_caller]
+pub fn span<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name:?} among {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Asserts each `(key, value)` is among the span's attributes.
+///
+/// # Panics
+/// When one is missing or has another value.
+#[track_caller]
+pub fn check_attributes(span: &ReceivedSpan, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            span.attributes.get(*key).map(String::as_str),
+            Some(*value),
+            "attribute {key} of span {}: {:?}",
+            span.name,
+            span.attributes
+        );
+    }
+}
+
 /// A log record as received.
 #[derive(Clone, Debug)]
 pub struct ReceivedLog {
@@ -655,6 +686,31 @@ impl Drop for Pki {
     }
 }
 
+/// Waits until `done` holds, checking every 10 ms; fails the test, saying `what` did not happen,
+/// if it does not hold within `timeout`.
+///
+/// # Panics
+/// When `done` does not hold within `timeout`.
+pub async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch: the clock of a received span's start and end.
+///
+/// # Panics
+/// When the system clock is before 1970 or past 2554.
+#[allow(clippy::unwrap_used)] // Test support: a clock that far off is a failed test.
+pub fn now_nanos() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since_epoch.as_nanos()).unwrap()
+}
+
 /// How long telemetry may take to reach the receiver after a flush.
 pub const ARRIVAL: Duration = Duration::from_secs(10);
 
@@ -776,14 +832,10 @@ impl World {
 
     /// Waits until a captured line's message ends with `suffix` (the server got that far).
     pub async fn wait_for_line(&self, suffix: &str) {
-        let deadline = std::time::Instant::now() + ARRIVAL;
-        while !self.capture.lines().iter().any(|l| l.contains(suffix)) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no line with {suffix:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(ARRIVAL, &format!("no line with {suffix:?}"), || {
+            self.capture.lines().iter().any(|l| l.contains(suffix))
+        })
+        .await;
     }
 
     /// The captured stdout lines, each parsed; a line that is not JSON fails the test.

@@ -4,39 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use telemetry::testing::ReceivedSpan;
 use tokio::sync::oneshot;
 
-pub(crate) use telemetry::testing::{ARRIVAL, World};
+pub(crate) use telemetry::testing::{ARRIVAL, World, check_attributes, span};
 
 /// The test binary's telemetry, exported to an in-process receiver and captured as JSON lines.
 pub(crate) fn world() -> &'static World {
     telemetry::testing::world(proto::SERVICE_NAME)
-}
-
-/// The span named `name` in `spans`.
-#[track_caller]
-pub(crate) fn span<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
-    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
-        panic!(
-            "no span {name:?} among {:?}",
-            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-        )
-    })
-}
-
-/// Asserts each `(key, value)` is among the span's attributes.
-#[track_caller]
-pub(crate) fn check_attributes(span: &ReceivedSpan, expected: &[(&str, &str)]) {
-    for (key, value) in expected {
-        assert_eq!(
-            span.attributes.get(*key).map(String::as_str),
-            Some(*value),
-            "attribute {key} of span {}: {:?}",
-            span.name,
-            span.attributes
-        );
-    }
 }
 
 /// A server running in the test's runtime, and a client connected to it.
@@ -44,15 +18,9 @@ pub(crate) struct TestApp {
     pub(crate) address: SocketAddr,
     pub(crate) client: client::Client,
     stop: Option<oneshot::Sender<()>>,
-    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestApp {
-    /// `http://127.0.0.1:<port>`.
-    pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
     /// Asks the server to shut down, as SIGTERM would.
     pub(crate) fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -90,7 +58,7 @@ pub(crate) async fn spawn_app_tls(
     let mut config = server::Config::for_address(address);
     configure(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(listener, config, async {
+    tokio::spawn(server::run(listener, config, async {
         let _ = stopped.await;
     }));
     let client = match tls {
@@ -105,7 +73,6 @@ pub(crate) async fn spawn_app_tls(
         address,
         client,
         stop: Some(stop),
-        task,
     }
 }
 

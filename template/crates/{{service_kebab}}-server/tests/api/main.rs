@@ -5,19 +5,19 @@
 // The library is named after the service; the tests call it `server`.
 extern crate {{service_snake}}_server as server;
 
-mod connection_age;
+{% unless is_init -%}
 mod dashboard;
+{% endunless -%}
 mod errors;
-mod health;
 mod helpers;
 mod logs;
 mod metrics;
 {%- if is_init %}
 mod neighbour;
 {%- endif %}
-mod overload;
+{%- unless is_init %}
 mod process;
-mod propagation;
+{%- endunless %}
 mod retries;
 mod shutdown;
 mod stream_results;

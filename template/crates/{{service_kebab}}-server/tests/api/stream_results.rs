@@ -2,9 +2,9 @@
 //! and one SERVER span that end with the stream, a span and log lines per result parented inside
 //! the call, and its failures each with its status.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use telemetry::testing::ReceivedSpan;
+use telemetry::testing::{ReceivedSpan, now_nanos, wait_until};
 
 use crate::helpers::{
     ARRIVAL, check_attributes, span, spawn_app, spawn_app_with, unique_id, world,
@@ -12,16 +12,6 @@ use crate::helpers::{
 
 /// The pause between two results in these tests.
 const INTERVAL: Duration = Duration::from_millis(50);
-
-fn now_nanos() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
-}
 
 fn method() -> String {
     format!("{}/StreamResults", proto::GRPC_SERVICE)
@@ -251,22 +241,15 @@ async fn a_stream_the_caller_drops_stops_its_work() {
     );
 
     // The task that produced the results noticed at once, and ended without another result.
-    loop {
-        let stopped = world().json_lines().iter().any(|l| {
+    wait_until(ARRIVAL, "the stream's task outlived its call", || {
+        world().json_lines().iter().any(|l| {
             l["trace_id"] == server.trace_id.as_str()
                 && l["msg"]
                     .as_str()
                     .is_some_and(|m| m.ends_with("The caller stopped listening; stream ended"))
-        });
-        if stopped {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stream's task outlived its call"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        })
+    })
+    .await;
     world().flush().await;
     let results = world()
         .receiver

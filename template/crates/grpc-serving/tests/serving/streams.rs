@@ -1,28 +1,22 @@
 //! Every RPC shape (unary, server streaming, client streaming, bidirectional) through the real
-//! layers on both sides, and the ways a stream ends badly. The service is test-only and
-//! hand-written over tonic's generic `Grpc` (messages are `u64`, i.e. `UInt64Value`): no test proto
-//! to compile, and each test calls a method of its own, so its spans and metrics are its own.
-#![allow(clippy::unwrap_used)] // A failed unwrap is a failed test, with its location.
+//! layers on both sides (`grpc_serving::Server`, the client layer), and the ways a stream ends
+//! badly. The service is test-only and hand-written over tonic's generic `Grpc` (messages are
+//! `u64`, i.e. `UInt64Value`): no test proto to compile, and each test calls a method of its own,
+//! so its spans and metrics are its own.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
-use telemetry::grpc::{GrpcClientLayer, GrpcClientService, GrpcServerLayer};
-use telemetry::testing::{ReceivedPoint, ReceivedSpan};
+use telemetry::testing::{ARRIVAL, ReceivedPoint, ReceivedSpan, now_nanos, wait_until};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
-use telemetry::testing::{ARRIVAL, World};
+use crate::support::{Methods, TestServer, descriptor_set, world};
 
 const SERVICE: &str = "streams.v1.Shapes";
 const PREFIX: &str = "streams";
@@ -30,11 +24,6 @@ const PREFIX: &str = "streams";
 const GAP: Duration = Duration::from_millis(50);
 /// The messages a well-behaved stream carries.
 const MESSAGES: u64 = 4;
-
-/// The test binary's telemetry, exported to an in-process receiver.
-fn world() -> &'static World {
-    telemetry::testing::world("grpc-serving-tests")
-}
 
 type MessageStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<u64, Status>> + Send>>;
 
@@ -44,73 +33,57 @@ type MessageStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<u64, Status>
 #[derive(Clone, Debug)]
 struct Shapes;
 
-impl tonic::server::NamedService for Shapes {
+impl Methods for Shapes {
     const NAME: &'static str = SERVICE;
-}
 
-impl tower::Service<http::Request<tonic::body::Body>> for Shapes {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<u64, u64>::default());
-            let response = match method.as_str() {
-                "Unary" => {
-                    let handler = tower::service_fn(|r: Request<u64>| async move {
-                        tokio::time::sleep(GAP).await;
-                        Ok::<_, Status>(Response::new(r.into_inner() + 1))
-                    });
-                    grpc.unary(handler, request).await
-                }
-                "Refuses" => {
-                    // A handler that logs its refusal at ERROR, inside the server span.
-                    let handler = tower::service_fn(|_: Request<u64>| async move {
-                        tracing::error!("refusing the request: it is the caller's mistake");
-                        Err::<Response<u64>, _>(Status::invalid_argument("no such number"))
-                    });
-                    grpc.unary(handler, request).await
-                }
-                "ClientStream" => {
-                    let handler = tower::service_fn(|r: Request<Streaming<u64>>| async move {
-                        let mut messages = r.into_inner();
-                        let mut sum = 0;
-                        while let Some(n) = messages.message().await? {
-                            sum += n;
-                        }
-                        Ok::<_, Status>(Response::new(sum))
-                    });
-                    grpc.client_streaming(handler, request).await
-                }
-                "Bidi" => {
-                    let handler = tower::service_fn(|r: Request<Streaming<u64>>| async move {
-                        let echoes: MessageStream = Box::pin(r.into_inner());
-                        Ok::<_, Status>(Response::new(echoes))
-                    });
-                    grpc.streaming(handler, request).await
-                }
-                _ => {
-                    let handler = tower::service_fn(move |r: Request<u64>| {
-                        let method = method.clone();
-                        async move { Ok::<_, Status>(Response::new(server_stream(&method, r))) }
-                    });
-                    grpc.server_streaming(handler, request).await
-                }
-            };
-            Ok(response)
-        })
+    async fn answer(
+        self,
+        method: String,
+        request: http::Request<tonic::body::Body>,
+    ) -> http::Response<tonic::body::Body> {
+        let mut grpc = tonic::server::Grpc::new(ProstCodec::<u64, u64>::default());
+        match method.as_str() {
+            "Unary" => {
+                let handler = tower::service_fn(|r: Request<u64>| async move {
+                    tokio::time::sleep(GAP).await;
+                    Ok::<_, Status>(Response::new(r.into_inner() + 1))
+                });
+                grpc.unary(handler, request).await
+            }
+            "Refuses" => {
+                // A handler that logs its refusal at ERROR, inside the server span.
+                let handler = tower::service_fn(|_: Request<u64>| async move {
+                    tracing::error!("refusing the request: it is the caller's mistake");
+                    Err::<Response<u64>, _>(Status::invalid_argument("no such number"))
+                });
+                grpc.unary(handler, request).await
+            }
+            "ClientStream" => {
+                let handler = tower::service_fn(|r: Request<Streaming<u64>>| async move {
+                    let mut messages = r.into_inner();
+                    let mut sum = 0;
+                    while let Some(n) = messages.message().await? {
+                        sum += n;
+                    }
+                    Ok::<_, Status>(Response::new(sum))
+                });
+                grpc.client_streaming(handler, request).await
+            }
+            "Bidi" => {
+                let handler = tower::service_fn(|r: Request<Streaming<u64>>| async move {
+                    let echoes: MessageStream = Box::pin(r.into_inner());
+                    Ok::<_, Status>(Response::new(echoes))
+                });
+                grpc.streaming(handler, request).await
+            }
+            _ => {
+                let handler = tower::service_fn(move |r: Request<u64>| {
+                    let method = method.clone();
+                    async move { Ok::<_, Status>(Response::new(server_stream(&method, r))) }
+                });
+                grpc.server_streaming(handler, request).await
+            }
+        }
     }
 }
 
@@ -119,22 +92,15 @@ static ENDED_TASKS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::n
 
 /// Waits (bounded) until the streaming task of `method` has returned: no task outlives its call.
 async fn task_ended(method: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let ended = ENDED_TASKS
+    let what = format!("the task of {method} outlived its call");
+    wait_until(Duration::from_secs(5), &what, || {
+        ENDED_TASKS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .any(|m| m == method);
-        if ended {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task of {method} outlived its call"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            .any(|m| m == method)
+    })
+    .await;
 }
 
 /// `ServerStream`: as many messages as asked, [`GAP`] apart. `Fails`: two messages, then
@@ -173,116 +139,35 @@ fn server_stream(method: &str, request: Request<u64>) -> MessageStream {
     Box::pin(ReceiverStream::new(receiver))
 }
 
-/// The layers' descriptor set: a `FileDescriptorSet` naming the service's methods, encoded by
-/// hand (only the fields the server layer reads: package, service and method names).
-fn descriptor_set() -> Vec<u8> {
-    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
-        let mut out = vec![(number << 3) | 2];
-        let mut len = bytes.len();
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
-        out.extend_from_slice(bytes);
-        out
-    }
-    let (package, service) = SERVICE.rsplit_once('.').unwrap();
-    let mut service_proto = field(1, service.as_bytes());
-    for method in [
-        "Unary",
-        "ServerStream",
-        "ClientStream",
-        "Bidi",
-        "Dropped",
-        "Fails",
-        "Shutdown",
-        "Deadline",
-        "Refuses",
-        "Cut",
-    ] {
-        service_proto.extend(field(2, &field(1, method.as_bytes())));
-    }
-    let mut file = field(1, b"streams.proto");
-    file.extend(field(2, package.as_bytes()));
-    file.extend(field(6, &service_proto));
-    field(1, &file)
+/// The methods the layers name (any other is `_OTHER`).
+const METHODS: [&str; 10] = [
+    "Unary",
+    "ServerStream",
+    "ClientStream",
+    "Bidi",
+    "Dropped",
+    "Fails",
+    "Shutdown",
+    "Deadline",
+    "Refuses",
+    "Cut",
+];
+
+/// The layers' descriptor set: the service's methods (any other is `_OTHER`).
+static SHAPES_SET: LazyLock<Vec<u8>> = LazyLock::new(|| descriptor_set(SERVICE, &METHODS));
+
+/// The service, served as every service is.
+async fn start() -> TestServer {
+    start_with_drain(grpc_serving::DEFAULT_DRAIN_TIMEOUT_SECS).await
 }
 
-struct Server {
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start() -> Self {
-        Self::start_with_drain(Duration::from_secs(30)).await
-    }
-
-    /// Served as the service's own server is: once stopped, open calls have `drain_timeout` to
-    /// end before they are cut (`grpc_serving::drain`).
-    async fn start_with_drain(drain_timeout: Duration) -> Self {
-        world();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (draining, drain_began) = tokio::sync::oneshot::channel::<()>();
-        let set = descriptor_set();
-        let layer = GrpcServerLayer::new(PREFIX, &[&set]);
-        let calls = layer.calls();
-        let connections = grpc_serving::drain::Connections::default();
-        let serve = tonic::transport::Server::builder()
-            .layer(layer)
-            .add_service(Shapes)
-            .serve_with_incoming_shutdown(connections.incoming(listener), async {
-                let _ = stopped.await;
-                let _ = draining.send(());
-            });
-        let task = tokio::spawn(async move {
-            grpc_serving::drain::drain(
-                serve,
-                async { drain_began.await.is_ok() },
-                drain_timeout,
-                &calls,
-                &connections,
-            )
-            .await
-            .unwrap();
-        });
-        Self {
-            address,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn client(&self) -> tonic::client::Grpc<GrpcClientService<Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let layer = GrpcClientLayer::new(PREFIX, "127.0.0.1", self.address.port());
-        let mut grpc =
-            tonic::client::Grpc::new(tower::ServiceBuilder::new().layer(layer).service(channel));
-        grpc.ready().await.unwrap();
-        grpc
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// Served as every service is: once stopped, open calls have `drain_timeout_secs` to end before
+/// they are cut (`grpc_serving::drain`).
+async fn start_with_drain(drain_timeout_secs: u64) -> TestServer {
+    let configure = |config: &mut grpc_serving::Config| {
+        config.drain_timeout_secs = drain_timeout_secs;
+    };
+    TestServer::serving(PREFIX, configure, |_| Shapes, SHAPES_SET.as_slice()).await
 }
 
 fn path(method: &str) -> PathAndQuery {
@@ -291,16 +176,6 @@ fn path(method: &str) -> PathAndQuery {
 
 fn codec() -> ProstCodec<u64, u64> {
     ProstCodec::default()
-}
-
-fn now_nanos() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
 }
 
 /// `MESSAGES` messages, [`GAP`] apart, from a spawned task; and when the last one was handed to
@@ -498,7 +373,7 @@ impl Call {
 
 #[tokio::test]
 async fn a_unary_call_is_one_client_and_one_server_span() {
-    let server = Server::start().await;
+    let server = start().await;
     let mut grpc = server.client().await;
     let response = grpc
         .unary(Request::new(41), path("Unary"), codec())
@@ -543,7 +418,7 @@ async fn a_unary_call_is_one_client_and_one_server_span() {
 
 #[tokio::test]
 async fn a_server_stream_is_measured_to_its_last_message() {
-    let server = Server::start().await;
+    let server = start().await;
     let mut grpc = server.client().await;
     let mut stream = grpc
         .server_streaming(Request::new(MESSAGES), path("ServerStream"), codec())
@@ -566,7 +441,7 @@ async fn a_server_stream_is_measured_to_its_last_message() {
 
 #[tokio::test]
 async fn a_client_stream_is_measured_to_its_last_message() {
-    let server = Server::start().await;
+    let server = start().await;
     let mut grpc = server.client().await;
     let (messages, last_sent) = paced_messages();
     let sum = grpc
@@ -585,7 +460,7 @@ async fn a_client_stream_is_measured_to_its_last_message() {
 
 #[tokio::test]
 async fn a_bidirectional_stream_is_measured_to_its_last_message() {
-    let server = Server::start().await;
+    let server = start().await;
     let mut grpc = server.client().await;
     let (messages, _) = paced_messages();
     let mut echoes = grpc
@@ -610,7 +485,7 @@ async fn a_bidirectional_stream_is_measured_to_its_last_message() {
 
 #[tokio::test]
 async fn a_stream_the_client_drops_half_way_is_cancelled_once() {
-    let server = Server::start().await;
+    let server = start().await;
     let mut grpc = server.client().await;
     let mut stream = grpc
         .server_streaming(Request::new(0), path("Dropped"), codec())
@@ -638,7 +513,7 @@ async fn a_stream_the_client_drops_half_way_is_cancelled_once() {
 
 #[tokio::test]
 async fn a_stream_the_server_fails_half_way_carries_the_status_on_both_spans() {
-    let server = Server::start().await;
+    let server = start().await;
     let mut grpc = server.client().await;
     let mut stream = grpc
         .server_streaming(Request::new(0), path("Fails"), codec())
@@ -670,7 +545,7 @@ async fn a_stream_the_server_fails_half_way_carries_the_status_on_both_spans() {
 
 #[tokio::test]
 async fn a_stream_open_at_shutdown_is_recorded_before_the_server_stops() {
-    let mut server = Server::start().await;
+    let mut server = start().await;
     let mut grpc = server.client().await;
     let mut stream = grpc
         .server_streaming(Request::new(0), path("Shutdown"), codec())
@@ -678,14 +553,15 @@ async fn a_stream_open_at_shutdown_is_recorded_before_the_server_stops() {
         .unwrap()
         .into_inner();
     stream.message().await.unwrap().unwrap();
-    server.stop.take().unwrap().send(()).unwrap();
-    // Tonic's graceful shutdown waits for open streams (the service's own server bounds the wait
-    // with its drain timeout): here the client ending its side is what ends this one.
+    server.stop();
+    // The drain waits for open streams (up to its timeout): here the client ending its side is
+    // what ends this one.
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(stream);
     tokio::time::timeout(Duration::from_secs(10), &mut server.task)
         .await
         .expect("the server stops once its last stream ended")
+        .unwrap()
         .unwrap();
 
     finished_call("Shutdown", "CANCELLED").await;
@@ -693,7 +569,7 @@ async fn a_stream_open_at_shutdown_is_recorded_before_the_server_stops() {
 
 #[tokio::test]
 async fn a_deadline_passing_mid_stream_ends_it_as_deadline_exceeded() {
-    let server = Server::start().await;
+    let server = start().await;
     let mut grpc = server.client().await;
     let mut request = Request::new(0);
     request.set_timeout(Duration::from_millis(200));
@@ -726,7 +602,7 @@ async fn a_deadline_passing_mid_stream_ends_it_as_deadline_exceeded() {
 
 #[tokio::test]
 async fn a_handlers_error_log_does_not_decide_the_server_spans_status() {
-    let server = Server::start().await;
+    let server = start().await;
     let mut grpc = server.client().await;
     let status = grpc
         .unary(Request::new(1), path("Refuses"), codec())
@@ -751,7 +627,7 @@ async fn a_handlers_error_log_does_not_decide_the_server_spans_status() {
 
 #[tokio::test]
 async fn a_stream_open_past_the_drain_timeout_is_cut_and_recorded_before_the_server_returns() {
-    let mut server = Server::start_with_drain(Duration::from_millis(300)).await;
+    let mut server = start_with_drain(1).await;
     let mut grpc = server.client().await;
     let mut stream = grpc
         .server_streaming(Request::new(0), path("Cut"), codec())
@@ -759,11 +635,12 @@ async fn a_stream_open_past_the_drain_timeout_is_cut_and_recorded_before_the_ser
         .unwrap()
         .into_inner();
     stream.message().await.unwrap().unwrap();
-    server.stop.take().unwrap().send(()).unwrap();
+    server.stop();
     // The stream never ends on its own: the drain timeout ends it, and the server with it.
     tokio::time::timeout(Duration::from_secs(5), &mut server.task)
         .await
         .expect("the drain timeout ends the server")
+        .unwrap()
         .unwrap();
 
     // Recorded by the time the server returned: no waiting for it.
