@@ -7,7 +7,9 @@ extern crate {{service_snake}}_server as server;
 
 mod connection_age;
 mod dashboard;
+mod deadlines;
 mod errors;
+mod fleet;
 mod health;
 mod helpers;
 mod logs;
@@ -18,7 +20,6 @@ mod neighbour;
 mod overload;
 mod process;
 mod propagation;
-mod retries;
 mod shutdown;
 mod stream_results;
 mod streams;

@@ -1,10 +1,12 @@
-//! Deadlines and retries for every call of [`crate::Client`], after gRFC A6 (client retries).
+//! Deadlines and retries for every call of a [`crate::Connection`], after gRFC A6 (client
+//! retries).
 //!
 //! Every call has a deadline ([`CallSettings::timeout_ms`], 10 s unless changed): each attempt
 //! carries the time that is left as `grpc-timeout`, no retry starts once it has passed or would
 //! pass during the backoff, and its expiry is DEADLINE_EXCEEDED (tonic's own timers say
 //! CANCELLED). A call is retried only when its method is idempotent by its proto
-//! (`option idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS`: `proto::IDEMPOTENT_METHODS`),
+//! (`option idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS`: the service's
+//! [`ServiceInfo::idempotent_methods`]),
 //! only after UNAVAILABLE or a CANCELLED that the transport caused (a deadline's never is), only
 //! before its response headers came (A6's commit: a stream is never retried once it has started),
 //! at most [`CallSettings::max_attempts`] times (5 at most, as A6 caps it), after an exponential
@@ -26,6 +28,8 @@ use opentelemetry::metrics::Counter;
 use telemetry::grpc::{Attempt, GrpcClientLayer};
 use tonic::Code;
 use tracing::Instrument as _;
+
+use crate::ServiceInfo;
 
 /// The most attempts a call may make, whatever the settings say (gRFC A6's cap).
 pub const MAX_ATTEMPTS_CAP: u32 = 5;
@@ -236,10 +240,11 @@ impl Throttle {
     }
 }
 
-/// What every clone of a client shares: the settings, the throttle, the telemetry layer that
-/// opens each call's span, and the throttle's counter.
+/// What every clone of a connection shares: the service, the settings, the throttle, the
+/// telemetry layer that opens each call's span, and the throttle's counter.
 #[derive(Debug)]
 pub(crate) struct Calls {
+    pub(crate) service: ServiceInfo,
     pub(crate) settings: CallSettings,
     throttle: Throttle,
     layer: GrpcClientLayer,
@@ -248,18 +253,23 @@ pub(crate) struct Calls {
 
 impl Calls {
     pub(crate) fn new(
+        service: ServiceInfo,
         settings: CallSettings,
         layer: GrpcClientLayer,
     ) -> Result<Self, SettingsError> {
         let settings = settings.validated()?;
         let throttled = opentelemetry::global::meter("telemetry")
-            .u64_counter(format!("{}.client.retries.throttled", proto::METRIC_PREFIX))
+            .u64_counter(format!(
+                "{}.client.retries.throttled",
+                service.metric_prefix
+            ))
             .with_unit("{retries}")
             .with_description(
                 "Retries not made because the client's retry throttle was drained (gRFC A6)",
             )
             .build();
         Ok(Self {
+            service,
             throttle: Throttle::new(settings.throttle_max_tokens, settings.throttle_token_ratio),
             settings,
             layer,
@@ -290,8 +300,8 @@ impl Calls {
         let deadline = tokio::time::Instant::now() + timeout;
         let call = self
             .layer
-            .start_call(&format!("/{}/{method}", proto::GRPC_SERVICE), attributes);
-        let idempotent = idempotent(method);
+            .start_call(&format!("/{}", self.service.rpc_method(method)), attributes);
+        let idempotent = self.service.is_idempotent(method);
         let settings = &self.settings;
         let mut backoff = Duration::from_millis(settings.initial_backoff_ms);
         let mut number = 1;
@@ -361,10 +371,7 @@ impl Calls {
             if !self.throttle.allows_retry() {
                 self.throttled.add(
                     1,
-                    &[KeyValue::new(
-                        "rpc.method",
-                        format!("{}/{method}", proto::GRPC_SERVICE),
-                    )],
+                    &[KeyValue::new("rpc.method", self.service.rpc_method(method))],
                 );
                 call.end(&status);
                 return Err(status);
@@ -394,15 +401,6 @@ impl Calls {
             number += 1;
         }
     }
-}
-
-/// Whether the proto marks `method` of this service idempotent.
-fn idempotent(method: &str) -> bool {
-    proto::IDEMPOTENT_METHODS.iter().any(|name| {
-        name.strip_prefix(proto::GRPC_SERVICE)
-            .and_then(|rest| rest.strip_prefix('/'))
-            == Some(method)
-    })
 }
 
 /// A status tonic made from a transport error (UNKNOWN, with the error as its source), not one a
@@ -542,12 +540,5 @@ mod tests {
             assert!(bad.check().is_err(), "{bad:?}");
             assert!(bad.clone().validated().is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn the_example_rpc_is_idempotent_and_the_stream_is_not() {
-        assert!(idempotent("ProcessRequest"));
-        assert!(!idempotent("StreamResults"));
-        assert!(!idempotent("Process"));
     }
 }
