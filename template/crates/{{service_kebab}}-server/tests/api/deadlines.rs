@@ -30,7 +30,7 @@ enum Handler {
     },
     /// Calls `downstream` with what is left of its deadline, which it records in `left`.
     Forward {
-        downstream: client::Client,
+        downstream: Box<client::Client>,
         left: Arc<Mutex<Option<Duration>>>,
     },
     /// Records the `grpc-timeout` it was called with.
@@ -193,7 +193,7 @@ async fn a_handler_passes_what_is_left_of_its_deadline_downstream() {
     let (downstream, _downstream_stop) = serve(Handler::Record(Arc::clone(&sent))).await;
     let left = Arc::new(Mutex::new(None));
     let (client, _stop) = serve(Handler::Forward {
-        downstream,
+        downstream: Box::new(downstream),
         left: Arc::clone(&left),
     })
     .await;

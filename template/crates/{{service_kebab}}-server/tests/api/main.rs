@@ -9,7 +9,6 @@ mod connection_age;
 mod dashboard;
 mod deadlines;
 mod errors;
-mod fleet;
 mod health;
 mod helpers;
 mod logs;

@@ -1,8 +1,11 @@
-//! The server's shedding and the client's retries together, across a fleet of real servers.
-//! Loopback addresses other than 127.0.0.1 answer on Linux only (macOS has just 127.0.0.1 unless
-//! aliased).
+//! The server's shedding and the client's retries together, across a fleet of real servers. A
+//! test binary of its own: the calls its replicas shed would move the shed counter that
+//! `tests/api/overload.rs` asserts. Loopback addresses other than 127.0.0.1 answer on Linux only
+//! (macOS has just 127.0.0.1 unless aliased).
+#![allow(clippy::unwrap_used)] // A failed unwrap is a failed test, with its location.
 
-use crate::helpers::world;
+// The library is named after the service; the tests call it `server`.
+extern crate {{service_snake}}_server as server;
 
 /// Overload across a fleet: three real servers on 127.0.0.1, .2 and .3 (one port, as pods), each
 /// with room for 4 calls of 200 ms, and a burst of 20: the calls a replica sheds (UNAVAILABLE)
@@ -10,7 +13,6 @@ use crate::helpers::world;
 /// gives at once (the throttle is for a fleet that keeps failing): 5 attempts, a 100-token bucket.
 #[tokio::test]
 async fn a_burst_over_three_shedding_replicas_fails_no_call_with_retries() {
-    world();
     let first = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
