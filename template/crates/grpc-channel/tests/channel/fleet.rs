@@ -115,6 +115,17 @@ async fn calls(client: &Connection, n: usize) {
     }
 }
 
+/// Three replicas, a client balancing over them, every replica ready and called once.
+async fn warm_fleet() -> (Vec<Replica>, u16, Connection) {
+    let (replicas, addresses, port) = fleet(3).await;
+    let discovery = Addresses::default();
+    discovery.set(&addresses);
+    let client = connect(port, &discovery, &balancing(30)).await;
+    wait_ready(&client, 3).await;
+    warm_up(&client, &replicas.iter().collect::<Vec<_>>()).await;
+    (replicas, port, client)
+}
+
 #[track_caller]
 fn assert_spread(counts: &[usize], total: usize) {
     assert_eq!(counts.iter().sum::<usize>(), total, "{counts:?}");
@@ -129,12 +140,7 @@ fn assert_spread(counts: &[usize], total: usize) {
 
 #[tokio::test]
 async fn calls_spread_over_the_replicas_and_pin_to_one_without_balancing() {
-    let (replicas, addresses, port) = fleet(3).await;
-    let discovery = Addresses::default();
-    discovery.set(&addresses);
-    let client = connect(port, &discovery, &balancing(30)).await;
-    wait_ready(&client, 3).await;
-    warm_up(&client, &replicas.iter().collect::<Vec<_>>()).await;
+    let (replicas, port, client) = warm_fleet().await;
 
     calls(&client, 300).await;
     let counts: Vec<usize> = replicas.iter().map(Replica::take).collect();
@@ -162,12 +168,7 @@ async fn calls_spread_over_the_replicas_and_pin_to_one_without_balancing() {
 
 #[tokio::test]
 async fn a_replica_not_serving_gets_no_calls_until_it_serves_again() {
-    let (replicas, addresses, port) = fleet(3).await;
-    let discovery = Addresses::default();
-    discovery.set(&addresses);
-    let client = connect(port, &discovery, &balancing(30)).await;
-    wait_ready(&client, 3).await;
-    warm_up(&client, &replicas.iter().collect::<Vec<_>>()).await;
+    let (replicas, _, client) = warm_fleet().await;
 
     replicas[1].set(ServingStatus::NotServing).await;
     wait_ready(&client, 2).await;

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto::{MyRequest, MyResponse};
 use tokio::sync::oneshot;
@@ -158,32 +158,24 @@ async fn a_deadline_ends_the_call_on_both_sides_and_drops_the_handlers_work() {
     .await;
     let id = unique_id("deadline");
 
-    let started = Instant::now();
+    // How soon the caller gets DEADLINE_EXCEEDED, and its span, are the shared client's
+    // (grpc-channel's tests); here, the server's side.
     let status = client
         .with_timeout(Duration::from_millis(100))
         .process_request(id.clone())
         .await
         .unwrap_err();
-    let took = started.elapsed();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(took < Duration::from_millis(150), "{took:?}");
-
     tokio::time::timeout(Duration::from_secs(1), dropped_rx)
         .await
         .expect("the handler's work was dropped at the deadline")
         .unwrap();
     assert_eq!(finished.load(Ordering::SeqCst), 0);
-
     let spans = world().trace_of(&id, 3).await;
-    let client_span = span(&spans, "grpc.client.ProcessRequest");
     let server_span = span(&spans, "grpc.server.ProcessRequest");
     assert_eq!(
-        client_span.attributes["rpc.status_code"],
-        "DEADLINE_EXCEEDED"
-    );
-    assert_eq!(
-        server_span.attributes["rpc.status_code"],
-        "DEADLINE_EXCEEDED"
+        server_span.attributes["rpc.status_code"], "DEADLINE_EXCEEDED",
+        "the server's deadline layer, not tonic's timer (CANCELLED), ended the call"
     );
 }
 
