@@ -7,10 +7,11 @@ OVERLAY_YAML is `kubectl kustomize deploy/overlays/example` of WORKSPACE. For ev
 crates/<svc>-server), the numbers come from the rendered sources, never from this script:
   port        DEFAULT_PORT in crates/<svc>-proto/src/lib.rs (also the answers file's `port`)
   service     GRPC_SERVICE in the same file (what the readiness probe must ask for)
-  delay       DRAIN_DELAY_SECS's default in crates/<svc>-server/src/config.rs (readiness
-              NOT_SERVING while calls are still served, before the drain)
-  drain       DRAIN_TIMEOUT_SECS's default in crates/<svc>-server/src/config.rs
-  cut         CUT_WAIT in crates/<svc>-server/src/drain.rs (how long calls cut at the drain
+  delay       DEFAULT_DRAIN_DELAY_SECS in crates/grpc-serving/src/config.rs, the one place the
+              default is written (readiness NOT_SERVING while calls are still served, before
+              the drain)
+  drain       DEFAULT_DRAIN_TIMEOUT_SECS in the same file
+  cut         CUT_WAIT in crates/grpc-serving/src/drain.rs (how long calls cut at the drain
               timeout have to be recorded)
   flush       SHUTDOWN_BUDGET in crates/telemetry/src/lib.rs (the telemetry guard's flush budget)
 and the overlay's Deployment, Service and headless Service, and compose.yaml's entry, must match
@@ -59,11 +60,11 @@ def service_config(workspace, svc, flush):
     config = {
         "port": int(grab(proto, r"DEFAULT_PORT: u16 = (\d+);", "DEFAULT_PORT")),
         "grpc_service": grab(proto, r'GRPC_SERVICE: &str = "([^"]+)";', "GRPC_SERVICE"),
-        "delay": int(grab(f"{workspace}/crates/{svc}-server/src/config.rs",
-                          r'env = "DRAIN_DELAY_SECS", default_value_t = (\d+)', "the drain delay")),
-        "drain": int(grab(f"{workspace}/crates/{svc}-server/src/config.rs",
-                          r'env = "DRAIN_TIMEOUT_SECS", default_value_t = (\d+)', "the drain timeout")),
-        "cut": int(grab(f"{workspace}/crates/{svc}-server/src/drain.rs",
+        "delay": int(grab(f"{workspace}/crates/grpc-serving/src/config.rs",
+                          r"DEFAULT_DRAIN_DELAY_SECS: u64 = (\d+);", "the drain delay")),
+        "drain": int(grab(f"{workspace}/crates/grpc-serving/src/config.rs",
+                          r"DEFAULT_DRAIN_TIMEOUT_SECS: u64 = (\d+);", "the drain timeout")),
+        "cut": int(grab(f"{workspace}/crates/grpc-serving/src/drain.rs",
                         r"CUT_WAIT: Duration = Duration::from_secs\((\d+)\)", "the cut wait")),
         "flush": flush,
     }

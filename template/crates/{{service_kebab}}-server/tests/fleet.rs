@@ -26,7 +26,7 @@ async fn a_burst_over_three_shedding_replicas_fails_no_call_with_retries() {
     for listener in listeners {
         let address = listener.local_addr().unwrap();
         let mut config = server::Config::for_address(address);
-        config.max_concurrent_calls = 4;
+        config.serving.max_concurrent_calls = 4;
         config.db_latency_ms = 200;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server::run(listener, config, async {

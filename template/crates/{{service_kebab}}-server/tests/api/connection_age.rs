@@ -7,7 +7,7 @@ use crate::helpers::{span, spawn_app_with, unique_id, world};
 #[tokio::test]
 async fn an_aged_connection_closes_gracefully_and_the_client_reconnects() {
     let mut app = spawn_app_with(|config| {
-        config.max_connection_age_secs = 1;
+        config.serving.max_connection_age_secs = 1;
         config.db_latency_ms = 1500;
     })
     .await;

@@ -5,15 +5,13 @@
 //! implemented, so an RPC added to the proto leaves this file as it is.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use proto::{MyRequest, MyResponse};
 use tokio::sync::oneshot;
+use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstCodec;
 
@@ -97,11 +95,21 @@ impl tonic::server::NamedService for Handler {
     const NAME: &'static str = proto::GRPC_SERVICE;
 }
 
+/// The handler as tonic's unary calls take it.
+impl tonic::server::UnaryService<MyRequest> for Handler {
+    type Response = MyResponse;
+    type Future = BoxFuture<Response<MyResponse>, Status>;
+
+    fn call(&mut self, request: Request<MyRequest>) -> Self::Future {
+        Box::pin(self.clone().handle(request))
+    }
+}
+
 /// Every method is answered as `ProcessRequest`: the tests call no other.
-impl tower::Service<http::Request<tonic::body::Body>> for Handler {
+impl Service<http::Request<tonic::body::Body>> for Handler {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = BoxFuture<Self::Response, Infallible>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -111,8 +119,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Handler {
         let handler = self.clone();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<MyResponse, MyRequest>::default());
-            let service = tower::service_fn(move |r| handler.clone().handle(r));
-            Ok(grpc.unary(service, request).await)
+            Ok(grpc.unary(handler, request).await)
         })
     }
 }
@@ -131,7 +138,7 @@ async fn serve(handler: Handler) -> (client::Client, oneshot::Sender<()>) {
     tokio::spawn(
         tonic::transport::Server::builder()
             .layer(layer)
-            .layer(server::deadline::DeadlineLayer)
+            .layer(grpc_serving::deadline::DeadlineLayer)
             .add_service(handler)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

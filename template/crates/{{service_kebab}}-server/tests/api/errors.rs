@@ -130,7 +130,7 @@ async fn a_failing_database_is_unavailable_and_a_server_error() {
 
 #[tokio::test]
 async fn an_oversized_message_is_resource_exhausted() {
-    let mut app = spawn_app_with(|config| config.max_message_bytes = 1024).await;
+    let mut app = spawn_app_with(|config| config.serving.max_message_bytes = 1024).await;
     let status = app
         .client
         .process_request("x".repeat(4096))

@@ -21,6 +21,5 @@ mod process;
 mod propagation;
 mod shutdown;
 mod stream_results;
-mod streams;
 mod tls;
 mod traces;

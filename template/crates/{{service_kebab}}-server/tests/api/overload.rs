@@ -17,7 +17,7 @@ const AT_ONCE: Duration = Duration::from_millis(100);
 #[tokio::test]
 async fn calls_beyond_the_limit_are_refused_at_once_with_unavailable() {
     let mut app = spawn_app_with(|config| {
-        config.max_concurrent_calls = 4;
+        config.serving.max_concurrent_calls = 4;
         config.db_latency_ms = 200;
     })
     .await;
@@ -126,7 +126,7 @@ async fn calls_beyond_the_limit_are_refused_at_once_with_unavailable() {
 #[tokio::test]
 async fn health_checks_are_answered_when_the_limit_is_reached() {
     let mut app = spawn_app_with(|config| {
-        config.max_concurrent_calls = 1;
+        config.serving.max_concurrent_calls = 1;
         config.db_latency_ms = 30_000;
     })
     .await;

@@ -124,7 +124,7 @@ async fn shutdown_drains_in_flight_calls() {
 async fn the_drain_deadline_bounds_shutdown() {
     let mut app = spawn_app_with(|config| {
         config.db_latency_ms = 30_000;
-        config.drain_timeout_secs = 1;
+        config.serving.drain_timeout_secs = 1;
     })
     .await;
     let mut client = app.client.clone();

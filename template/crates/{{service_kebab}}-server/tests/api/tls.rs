@@ -13,9 +13,9 @@ use crate::helpers::{ServerProcess, span, spawn_app_tls, unique_id, world};
 
 fn server_tls(pki: &Pki, mutual: bool) -> impl FnOnce(&mut server::Config) + '_ {
     move |config| {
-        config.tls_cert = Some(pki.path("server.pem"));
-        config.tls_key = Some(pki.path("server.key"));
-        config.tls_client_ca = mutual.then(|| pki.path("ca.pem"));
+        config.serving.tls_cert = Some(pki.path("server.pem"));
+        config.serving.tls_key = Some(pki.path("server.key"));
+        config.serving.tls_client_ca = mutual.then(|| pki.path("ca.pem"));
     }
 }
 
@@ -103,8 +103,8 @@ async fn a_client_refuses_an_expired_server_certificate_and_says_so() {
         .unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut config = server::Config::for_address(listener.local_addr().unwrap());
-    config.tls_cert = Some(pki.path("expired.pem"));
-    config.tls_key = Some(pki.path("expired.key"));
+    config.serving.tls_cert = Some(pki.path("expired.pem"));
+    config.serving.tls_key = Some(pki.path("expired.key"));
     let server = tokio::spawn(server::run(listener, config, std::future::pending()));
     let url = format!("https://localhost:{port}");
     let error =

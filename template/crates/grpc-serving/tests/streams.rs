@@ -2,6 +2,7 @@
 //! layers on both sides, and the ways a stream ends badly. The service is test-only and
 //! hand-written over tonic's generic `Grpc` (messages are `u64`, i.e. `UInt64Value`): no test proto
 //! to compile, and each test calls a method of its own, so its spans and metrics are its own.
+#![allow(clippy::unwrap_used)] // A failed unwrap is a failed test, with its location.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,7 +22,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
-use crate::helpers::{ARRIVAL, world};
+use telemetry::testing::{ARRIVAL, World};
 
 const SERVICE: &str = "streams.v1.Shapes";
 const PREFIX: &str = "streams";
@@ -29,6 +30,11 @@ const PREFIX: &str = "streams";
 const GAP: Duration = Duration::from_millis(50);
 /// The messages a well-behaved stream carries.
 const MESSAGES: u64 = 4;
+
+/// The test binary's telemetry, exported to an in-process receiver.
+fn world() -> &'static World {
+    telemetry::testing::world("grpc-serving-tests")
+}
 
 type MessageStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<u64, Status>> + Send>>;
 
@@ -219,7 +225,7 @@ impl Server {
     }
 
     /// Served as the service's own server is: once stopped, open calls have `drain_timeout` to
-    /// end before they are cut (`server::drain`).
+    /// end before they are cut (`grpc_serving::drain`).
     async fn start_with_drain(drain_timeout: Duration) -> Self {
         world();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -231,7 +237,7 @@ impl Server {
         let set = descriptor_set();
         let layer = GrpcServerLayer::new(PREFIX, &[&set]);
         let calls = layer.calls();
-        let connections = server::drain::Connections::default();
+        let connections = grpc_serving::drain::Connections::default();
         let serve = tonic::transport::Server::builder()
             .layer(layer)
             .add_service(Shapes)
@@ -240,7 +246,7 @@ impl Server {
                 let _ = draining.send(());
             });
         let task = tokio::spawn(async move {
-            server::drain::drain(
+            grpc_serving::drain::drain(
                 serve,
                 async { drain_began.await.is_ok() },
                 drain_timeout,
