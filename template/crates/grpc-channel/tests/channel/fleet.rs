@@ -240,21 +240,32 @@ async fn over_tls_every_replica_is_verified_against_the_host_name() {
     warm_up(&client, &[&first, &second]).await;
 
     // A name the certificate does not hold is refused on every replica.
-    let error = Connection::connect_discovered(
-        SERVICE,
+    let error = refusal(
         &format!("https://fleet.test:{port}"),
         Duration::from_secs(2),
         &tls,
+        discovery,
+    )
+    .await;
+    assert!(
+        error.contains("reported SERVING") && error.contains("certificate"),
+        "{error}"
+    );
+}
+
+/// Why connecting to `address` with the replicas `discovery` finds fails (it must).
+async fn refusal(address: &str, timeout: Duration, tls: &Tls, discovery: impl Discovery) -> String {
+    Connection::connect_discovered(
+        SERVICE,
+        address,
+        timeout,
+        tls,
         &Balancing::default(),
         Arc::new(discovery),
     )
     .await
     .unwrap_err()
-    .to_string();
-    assert!(
-        error.contains("reported SERVING") && error.contains("certificate"),
-        "{error}"
-    );
+    .to_string()
 }
 
 /// A discovery that cannot resolve.
@@ -270,17 +281,13 @@ impl Discovery for Failing {
 #[tokio::test]
 async fn a_name_that_does_not_resolve_is_an_error_at_once() {
     let started = Instant::now();
-    let error = Connection::connect_discovered(
-        SERVICE,
+    let error = refusal(
         "http://nowhere.test:50051",
         Duration::from_secs(5),
         &Tls::default(),
-        &Balancing::default(),
-        Arc::new(Failing),
+        Failing,
     )
-    .await
-    .unwrap_err()
-    .to_string();
+    .await;
     assert!(error.contains("no such name"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
@@ -289,17 +296,13 @@ async fn a_name_that_does_not_resolve_is_an_error_at_once() {
 async fn a_name_with_no_address_is_an_error_after_the_connect_timeout() {
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let error = Connection::connect_discovered(
-        SERVICE,
+    let error = refusal(
         "http://empty.test:50051",
         timeout,
         &Tls::default(),
-        &Balancing::default(),
-        Arc::new(Addresses::default()),
+        Addresses::default(),
     )
-    .await
-    .unwrap_err()
-    .to_string();
+    .await;
     assert!(error.contains("no address"), "{error}");
     assert!(started.elapsed() >= timeout && started.elapsed() < timeout * 3);
 }
@@ -314,17 +317,13 @@ async fn replicas_that_refuse_connections_give_their_reason_after_the_connect_ti
         .port();
     let discovery = Addresses::default();
     discovery.set(&[SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)]);
-    let error = Connection::connect_discovered(
-        SERVICE,
+    let error = refusal(
         &format!("http://fleet.test:{port}"),
         Duration::from_millis(500),
         &Tls::default(),
-        &Balancing::default(),
-        Arc::new(discovery),
+        discovery,
     )
-    .await
-    .unwrap_err()
-    .to_string();
+    .await;
     assert!(
         error.contains("reported SERVING") && error.to_lowercase().contains("refused"),
         "{error}"
