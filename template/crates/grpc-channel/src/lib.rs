@@ -6,24 +6,29 @@
 //! of the services' CLIs.
 //!
 //! Nothing here knows a service: what the machinery needs of one (its gRPC name, its metric
-//! prefix, its idempotent methods) comes in as a [`ServiceInfo`], and a service's typed client is
-//! a thin wrapper that turns its methods into [`Connection::call`]s.
+//! prefix, its idempotent methods) comes in as a [`ServiceInfo`]. Deadlines and retries are a
+//! layer on the channel ([`RetryChannel`]), so the service's generated client over
+//! [`Connection::channel`] is a typed client with all of it: a new RPC needs no client code.
 
 pub mod discovery;
 pub mod load;
+pub mod replay;
 pub mod retry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use telemetry::grpc::{GrpcClientLayer, GrpcClientService};
 use telemetry::tls::{Identity, PemFile, TlsError};
 use tonic::transport::{Channel, Endpoint};
 
 pub use discovery::{Balancing, Discovery, LbPolicy};
-pub use retry::{CallSettings, SettingsError};
+pub use retry::{CallSettings, RetryService, SettingsError};
+
+/// The channel a service's generated client runs over (`ServiceClient::new(channel)`): every call
+/// gets a deadline and gRFC A6 retries ([`retry`]), then the telemetry layer on the transport.
+pub type RetryChannel = RetryService<GrpcClientService<Channel>>;
 
 /// What the shared machinery needs to know of the service it calls; its proto crate has every
 /// piece (`GRPC_SERVICE`, `METRIC_PREFIX`, `IDEMPOTENT_METHODS`).
@@ -126,14 +131,11 @@ impl Tls {
     }
 }
 
-/// The instrumented channel to one service, with its deadline and retry machinery: what a typed
-/// client wraps. Clones share the connection and the retry throttle.
+/// The instrumented channel to one service, with its deadline and retry machinery: what the
+/// service's generated client runs over. Clones share the connection and the retry throttle.
 #[derive(Clone, Debug)]
 pub struct Connection {
-    channel: GrpcClientService<Channel>,
-    calls: Arc<retry::Calls>,
-    /// This clone's call deadline ([`Connection::with_timeout`]).
-    timeout: Duration,
+    channel: RetryChannel,
     /// With balancing: how many replicas report SERVING.
     ready: Option<tokio::sync::watch::Receiver<usize>>,
 }
@@ -247,36 +249,30 @@ impl Connection {
     /// Calls use the default [`CallSettings`].
     pub fn from_channel(service: ServiceInfo, channel: Channel, host: &str, port: u16) -> Self {
         let layer = GrpcClientLayer::new(service.metric_prefix, host, port);
-        let channel = tower::ServiceBuilder::new()
-            .layer(layer.clone())
-            .service(channel);
-        let settings = CallSettings::default();
-        let timeout = settings.timeout();
-        let calls = retry::Calls::new(service, settings, layer)
+        let calls = retry::Calls::new(service, CallSettings::default(), layer.clone())
             .unwrap_or_else(|_| unreachable!("the default settings are valid"));
+        let channel = tower::ServiceBuilder::new().layer(layer).service(channel);
         Self {
-            channel,
-            calls: Arc::new(calls),
-            timeout,
+            channel: RetryService::new(channel, Arc::new(calls)),
             ready: None,
         }
     }
 
     /// This connection with other deadline and retry settings (and a throttle of its own).
     pub fn with_settings(mut self, settings: CallSettings) -> Result<Self, SettingsError> {
-        let calls = retry::Calls::new(self.calls.service, settings, self.calls.layer().clone())?;
-        self.timeout = calls.settings.timeout();
-        self.calls = Arc::new(calls);
+        let layer = self.channel.calls().layer().clone();
+        let calls = retry::Calls::new(self.service(), settings, layer)?;
+        self.channel = RetryService::new(self.channel.inner().clone(), Arc::new(calls));
         Ok(self)
     }
 
-    /// A clone whose calls have `timeout` as their deadline, for one call or a few. It shares the
-    /// throttle.
+    /// A clone whose calls have `timeout` as their deadline unless a request sets its own
+    /// (`request.set_timeout(..)`), for one call or a few. It shares the throttle.
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
-            timeout,
-            ..self.clone()
+            channel: self.channel.with_timeout(timeout),
+            ready: self.ready.clone(),
         }
     }
 
@@ -286,38 +282,17 @@ impl Connection {
         self.ready.as_ref().map(|ready| *ready.borrow())
     }
 
-    /// The instrumented channel, for the service's generated client
-    /// (`ServiceClient::new(connection.channel().clone())`). Calls made on it directly get the
-    /// CLIENT span and metrics, but no deadline and no retries: those come with
-    /// [`Connection::call`].
-    pub fn channel(&self) -> &GrpcClientService<Channel> {
+    /// The channel, for the service's generated client (`ServiceClient::new(connection.channel()
+    /// .clone())`): every call made on it has a deadline, is retried as [`retry`] says, and is
+    /// traced and measured. A request's `telemetry::grpc::SpanAttributes` extension goes on the
+    /// call's CLIENT span.
+    pub fn channel(&self) -> &RetryChannel {
         &self.channel
     }
 
     /// The service this connection calls.
     pub fn service(&self) -> ServiceInfo {
-        self.calls.service
-    }
-
-    /// Runs one logical call of `method` (its bare name, `ProcessRequest`) with `message`: its
-    /// CLIENT span with `attributes`, then attempts by `send` (which makes one request on the
-    /// generated client over [`Connection::channel`]) until one succeeds, fails for good, or this
-    /// connection's deadline passes. See [`retry`] for what is retried.
-    pub async fn call<M, R, F, Fut>(
-        &self,
-        method: &'static str,
-        message: M,
-        attributes: Vec<KeyValue>,
-        send: F,
-    ) -> Result<R, tonic::Status>
-    where
-        M: Clone,
-        F: FnMut(tonic::Request<M>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    {
-        self.calls
-            .run(method, message, attributes, self.timeout, send)
-            .await
+        self.channel.calls().service
     }
 }
 

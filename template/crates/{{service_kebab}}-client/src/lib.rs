@@ -1,19 +1,20 @@
-//! A typed client for the service: its methods over the workspace's shared [`grpc_channel`]
-//! machinery. It connects with a timeout (to one address, or balancing over the healthy replicas
-//! a name resolves to, see [`discovery`]), and every call goes through the telemetry layer
-//! (CLIENT span, W3C trace propagation, client metrics), with a deadline, and is retried when its
-//! method is idempotent and a replica was unavailable (see [`retry`]). What is this service's own
-//! is here: [`SERVICE`] (what the machinery needs to know of it), a method per RPC, and the load
-//! mode's calls ([`load`]).
+//! A typed client for the service: its generated client over the workspace's shared
+//! [`grpc_channel`] channel. It connects with a timeout (to one address, or balancing over the
+//! healthy replicas a name resolves to, see [`discovery`]), and every call goes through the
+//! telemetry layer (CLIENT span, W3C trace propagation, client metrics), with a deadline, and is
+//! retried when its method is idempotent and a replica was unavailable (see [`retry`]): every
+//! method of [`Client::generated`] has all of it, a new RPC included. What is this service's own
+//! is here: [`SERVICE`] (what the machinery needs to know of it), shorthands for the example's
+//! methods that name the request id on the span, and the load mode's calls ([`load`]).
 
 pub mod load;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpc_channel::{Connection, ServiceInfo};
+use grpc_channel::{Connection, RetryChannel, ServiceInfo};
 use opentelemetry::KeyValue;
-use telemetry::grpc::GrpcClientService;
+use telemetry::grpc::SpanAttributes;
 use tonic::transport::Channel;
 
 pub use grpc_channel::{
@@ -38,7 +39,7 @@ pub const SERVICE: ServiceInfo = ServiceInfo {
 #[derive(Clone, Debug)]
 pub struct Client {
     connection: Connection,
-    inner: proto::ServiceClient<GrpcClientService<Channel>>,
+    inner: proto::ServiceClient<RetryChannel>,
 }
 
 impl From<Connection> for Client {
@@ -105,20 +106,14 @@ impl Client {
 
     /// This client with other deadline and retry settings (and a throttle of its own).
     pub fn with_settings(self, settings: CallSettings) -> Result<Self, SettingsError> {
-        Ok(Self {
-            connection: self.connection.with_settings(settings)?,
-            inner: self.inner,
-        })
+        Ok(self.connection.with_settings(settings)?.into())
     }
 
     /// A clone whose calls have `timeout` as their deadline, for one call or a few:
     /// `client.with_timeout(remaining).process_request(id)`. It shares the throttle.
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Self {
-        Self {
-            connection: self.connection.with_timeout(timeout),
-            inner: self.inner.clone(),
-        }
+        self.connection.with_timeout(timeout).into()
     }
 
     /// With balancing ([`Client::connect_balanced`]): how many replicas report SERVING now;
@@ -132,23 +127,21 @@ impl Client {
         &self.connection
     }
 
+    /// The generated client, over the connection: every method with deadlines and retries.
+    pub fn generated(&self) -> proto::ServiceClient<RetryChannel> {
+        self.inner.clone()
+    }
+
     /// Calls `ProcessRequest` with `id`.
     pub async fn process_request(
         &mut self,
         id: impl Into<String>,
     ) -> Result<MyResponse, tonic::Status> {
         let id = id.into();
-        let attributes = vec![KeyValue::new(
-            "request.id",
-            telemetry::bounded(&id).to_owned(),
-        )];
-        let inner = &self.inner;
-        self.connection
-            .call("ProcessRequest", MyRequest { id }, attributes, |request| {
-                let mut inner = inner.clone();
-                async move { inner.process_request(request).await }
-            })
-            .await
+        let attributes = span_attributes(&id);
+        let mut request = tonic::Request::new(MyRequest { id });
+        request.extensions_mut().insert(attributes);
+        Ok(self.inner.process_request(request).await?.into_inner())
     }
 
     /// Calls `StreamResults`: asks for `count` results of `id`, `interval` apart, and returns the
@@ -164,25 +157,23 @@ impl Client {
         interval: Duration,
     ) -> Result<tonic::Streaming<StreamResult>, tonic::Status> {
         let id = id.into();
-        let shown = telemetry::bounded(&id).to_owned();
-        let message = StreamRequest {
+        let attributes = span_attributes(&id);
+        let mut request = tonic::Request::new(StreamRequest {
             id,
             count,
             interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
-        };
-        let inner = &self.inner;
-        self.connection
-            .call(
-                "StreamResults",
-                message,
-                vec![KeyValue::new("request.id", shown)],
-                |request| {
-                    let mut inner = inner.clone();
-                    async move { inner.stream_results(request).await }
-                },
-            )
-            .await
+        });
+        request.extensions_mut().insert(attributes);
+        Ok(self.inner.stream_results(request).await?.into_inner())
     }
+}
+
+/// What a request's extension puts on its CLIENT span: the request id it carries.
+fn span_attributes(id: &str) -> SpanAttributes {
+    SpanAttributes(vec![KeyValue::new(
+        "request.id",
+        telemetry::bounded(id).to_owned(),
+    )])
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use grpc_channel::{CallSettings, Connection};
 use tonic::{Code, Status};
 
 use crate::helpers::{ARRIVAL, metric, span, unique_id, world};
-use crate::service::{Replica, SERVICE, Scripted, get, watch};
+use crate::service::{Replica, SERVICE, Scripted, get, sum, watch};
 
 /// Serves `service` on 127.0.0.1 (any port); stops when dropped.
 async fn serve(service: Scripted) -> Replica {
@@ -128,6 +128,30 @@ async fn a_method_not_marked_idempotent_is_not_retried() {
     let status = watch(&client, "x").await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(service.seen().len(), 1, "Watch is not idempotent");
+}
+
+/// The retry sends the caller's stream again from the retry buffer; a call that sent more than
+/// the buffer holds is committed to its attempt and not retried.
+#[tokio::test]
+async fn a_client_stream_is_replayed_and_past_the_retry_buffer_committed() {
+    let service = Scripted::failing([Status::unavailable("going away")]);
+    let replica = serve(service.clone()).await;
+    let client = client_of(&replica, quick()).await;
+    assert_eq!(
+        sum(&client, "small", 1..=3).await.unwrap(),
+        6,
+        "the retry sent the whole stream again"
+    );
+    assert_eq!(service.take(), 2);
+
+    let service = Scripted::failing([Status::unavailable("going away")]);
+    let replica = serve(service.clone()).await;
+    let client = client_of(&replica, quick()).await;
+    // Some 9 bytes a message (frame header, tag, varint): well past the 256 KiB buffer.
+    let count = u64::try_from(grpc_channel::retry::RETRY_BUFFER_BYTES).unwrap() / 4;
+    let status = sum(&client, "large", 1..=count).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(service.take(), 1, "past the retry buffer: committed");
 }
 
 #[tokio::test]

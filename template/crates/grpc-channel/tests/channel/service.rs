@@ -1,6 +1,8 @@
 //! The test service and its client, hand-written over tonic's generic `Grpc` with `u64` messages
-//! (`UInt64Value`): `Get` (unary, idempotent by the test's [`SERVICE`]) and `Watch` (server
-//! streaming, not idempotent). Each call is answered as the test scripts it, and recorded.
+//! (`UInt64Value`): `Get` (unary) and `Sum` (client streaming), idempotent by the test's
+//! [`SERVICE`], and `Watch` (server streaming, not idempotent). Each call is answered as the test
+//! scripts it, and recorded. The client side is tonic's generic client over the connection's
+//! channel, as a generated client is: no wrapper.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -15,15 +17,16 @@ use std::time::Duration;
 use grpc_channel::{Connection, ServiceInfo};
 use opentelemetry::KeyValue;
 use prost::Message as _;
+use telemetry::grpc::SpanAttributes;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
-/// The test service as the shared machinery knows it: only `Get` may be retried.
+/// The test service as the shared machinery knows it: `Get` and `Sum` may be retried.
 pub(crate) const SERVICE: ServiceInfo = ServiceInfo {
     grpc_service: "channel.v1.Test",
     metric_prefix: "channel",
-    idempotent_methods: &["channel.v1.Test/Get"],
+    idempotent_methods: &["channel.v1.Test/Get", "channel.v1.Test/Sum"],
 };
 
 /// What a scripted server saw of one call.
@@ -65,7 +68,7 @@ impl Scripted {
         std::mem::take(&mut *self.seen.lock().unwrap()).len()
     }
 
-    fn answer(&self, request: &Request<u64>) -> Result<(), Status> {
+    fn answer<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let metadata = request.metadata();
         self.seen.lock().unwrap().push(Seen {
             previous_attempts: metadata
@@ -132,10 +135,25 @@ impl tower::Service<http::Request<tonic::body::Body>> for Scripted {
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let scripted = self.clone();
-        let watch = request.uri().path().ends_with("/Watch");
+        let method = request.uri().path().rsplit('/').next().map(str::to_owned);
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<u64, u64>::default());
-            Ok(if watch {
+            Ok(if method.as_deref() == Some("Sum") {
+                // The whole stream is read before the scripted answer: what was sent is known.
+                let handler = tower::service_fn(move |r: Request<Streaming<u64>>| {
+                    let answer = scripted.answer(&r);
+                    async move {
+                        let mut numbers = r.into_inner();
+                        let mut sum = 0;
+                        while let Some(n) = numbers.message().await? {
+                            sum += n;
+                        }
+                        answer?;
+                        Ok::<_, Status>(Response::new(sum))
+                    }
+                });
+                grpc.client_streaming(handler, request).await
+            } else if method.as_deref() == Some("Watch") {
                 // An empty stream once the scripted answer lets it start.
                 let handler = tower::service_fn(move |r: Request<u64>| {
                     let answer = scripted.answer(&r);
@@ -171,7 +189,7 @@ pub(crate) fn descriptor_set() -> Vec<u8> {
             package: Some(package.to_owned()),
             service: vec![ServiceDescriptorProto {
                 name: Some(name.to_owned()),
-                method: vec![method("Get"), method("Watch")],
+                method: vec![method("Get"), method("Sum"), method("Watch")],
                 ..ServiceDescriptorProto::default()
             }],
             ..FileDescriptorProto::default()
@@ -240,52 +258,54 @@ fn path(method: &str) -> PathAndQuery {
     PathAndQuery::try_from(format!("/{}/{method}", SERVICE.grpc_service)).unwrap()
 }
 
-fn grpc(
-    connection: &Connection,
-) -> tonic::client::Grpc<telemetry::grpc::GrpcClientService<tonic::transport::Channel>> {
-    tonic::client::Grpc::new(connection.channel().clone())
-}
-
 fn not_ready(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Status {
     Status::unknown(format!("the channel is not ready: {}", error.into()))
 }
 
-/// Calls `Get` with `id` (the CLIENT span's `request.id`), as a typed client's method does.
+/// `message` in a request whose CLIENT span carries `id` as `request.id`.
+fn request<M>(id: &str, message: M) -> Request<M> {
+    let mut request = Request::new(message);
+    request
+        .extensions_mut()
+        .insert(SpanAttributes(vec![KeyValue::new(
+            "request.id",
+            id.to_owned(),
+        )]));
+    request
+}
+
+/// Calls `Get` with `id` through tonic's generic client over the connection's channel, as a
+/// generated client does: no wrapper.
 pub(crate) async fn get(connection: &Connection, id: &str) -> Result<u64, Status> {
-    let grpc = grpc(connection);
-    connection
-        .call(
-            "Get",
-            7,
-            vec![KeyValue::new("request.id", id.to_owned())],
-            |request| {
-                let mut grpc = grpc.clone();
-                async move {
-                    grpc.ready().await.map_err(not_ready)?;
-                    grpc.unary(request, path("Get"), ProstCodec::default())
-                        .await
-                }
-            },
-        )
-        .await
+    let mut grpc = tonic::client::Grpc::new(connection.channel().clone());
+    grpc.ready().await.map_err(not_ready)?;
+    let response = grpc
+        .unary(request(id, 7), path("Get"), ProstCodec::default())
+        .await?;
+    Ok(response.into_inner())
 }
 
 /// Calls `Watch` with `id`: the stream of its messages.
 pub(crate) async fn watch(connection: &Connection, id: &str) -> Result<Streaming<u64>, Status> {
-    let grpc = grpc(connection);
-    connection
-        .call(
-            "Watch",
-            7,
-            vec![KeyValue::new("request.id", id.to_owned())],
-            |request| {
-                let mut grpc = grpc.clone();
-                async move {
-                    grpc.ready().await.map_err(not_ready)?;
-                    grpc.server_streaming(request, path("Watch"), ProstCodec::default())
-                        .await
-                }
-            },
-        )
-        .await
+    let mut grpc = tonic::client::Grpc::new(connection.channel().clone());
+    grpc.ready().await.map_err(not_ready)?;
+    let response = grpc
+        .server_streaming(request(id, 7), path("Watch"), ProstCodec::default())
+        .await?;
+    Ok(response.into_inner())
+}
+
+/// Calls `Sum` with the stream of `numbers`: their sum.
+pub(crate) async fn sum(
+    connection: &Connection,
+    id: &str,
+    numbers: impl Iterator<Item = u64> + Send + 'static,
+) -> Result<u64, Status> {
+    let mut grpc = tonic::client::Grpc::new(connection.channel().clone());
+    grpc.ready().await.map_err(not_ready)?;
+    let stream = tokio_stream::iter(numbers);
+    let response = grpc
+        .client_streaming(request(id, stream), path("Sum"), ProstCodec::default())
+        .await?;
+    Ok(response.into_inner())
 }
