@@ -3,8 +3,9 @@
 # the placeholders, renders every variant outside the repository (the default, HTTP/protobuf with
 # other names, a workspace with a second service added), fails on any difference from examples/,
 # checks each one's Dockerfile, Kubernetes manifests, compose file and workflow (ci/deploy-check.sh),
-# builds each with warnings as errors, lints, tests, and runs the end-to-end scenarios against a
-# real collector.
+# builds each with warnings as errors, lints, tests, checks that a service holds only its own code
+# (ci/service_size.py) and that an RPC is added with two edits (ci/add-rpc.sh), and runs the
+# end-to-end scenarios against a real collector.
 # Environment: CI_WORK (renders, logs), CARGO_TARGET_DIR (shared by all renders),
 # E2E=0 to skip the end-to-end scenarios, BENCH=0 to skip the quick benchmark run.
 source "$(dirname "$0")/lib.sh"
@@ -52,6 +53,14 @@ step "variants: render each of ci/variants/ outside the repository, compare with
 timed bash "$REPO/ci/variants.sh"
 passed
 default=$WORK/variants/default/acme
+
+step "a service holds only its own code: lines of Rust per service, no file in two services"
+python3 "$REPO/ci/service_size.py" "$WORK/variants/two-services/shop"
+passed
+
+step "adding an RPC is two edits: one rpc line, one handler method (ci/add-rpc.sh on the default render)"
+timed bash "$REPO/ci/add-rpc.sh" "$default"
+passed
 
 step "the same render through --git"
 (cd "$WORK" && rm -rf via-git && mkdir via-git && cd via-git \

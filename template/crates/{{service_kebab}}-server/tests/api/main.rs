@@ -8,6 +8,7 @@ extern crate {{service_snake}}_server as server;
 {% unless is_init -%}
 mod dashboard;
 {% endunless -%}
+mod deadlines;
 mod errors;
 mod helpers;
 mod logs;
@@ -18,7 +19,6 @@ mod neighbour;
 {%- unless is_init %}
 mod process;
 {%- endunless %}
-mod retries;
 mod shutdown;
 mod stream_results;
 mod tls;

@@ -1,34 +1,55 @@
-//! Deadlines and retries for every call of [`crate::Client`], after gRFC A6 (client retries).
+//! Deadlines and retries for every call of a [`crate::Connection`], after gRFC A6 (client
+//! retries).
 //!
 //! Every call has a deadline ([`CallSettings::timeout_ms`], 10 s unless changed): each attempt
 //! carries the time that is left as `grpc-timeout`, no retry starts once it has passed or would
 //! pass during the backoff, and its expiry is DEADLINE_EXCEEDED (tonic's own timers say
 //! CANCELLED). A call is retried only when its method is idempotent by its proto
-//! (`option idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS`: `proto::IDEMPOTENT_METHODS`),
+//! (`option idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS`: the service's
+//! [`ServiceInfo::idempotent_methods`]),
 //! only after UNAVAILABLE or a CANCELLED that the transport caused (a deadline's never is), only
 //! before its response headers came (A6's commit: a stream is never retried once it has started),
 //! at most [`CallSettings::max_attempts`] times (5 at most, as A6 caps it), after an exponential
 //! backoff with ±20 % jitter or the server's `grpc-retry-pushback-ms`, and only while the
 //! client's retry throttle (A6's token bucket, shared by every clone of the client) has tokens,
-//! so a failing fleet is not stormed. Retries re-send the request message, never a consumed body;
-//! each retry says `grpc-previous-rpc-attempts`.
+//! so a failing fleet is not stormed. Each retry sends again a copy of the request's body (see
+//! [`crate::replay`]), up to [`RETRY_BUFFER_BYTES`]: past it the call is committed and not
+//! retried; each retry says `grpc-previous-rpc-attempts`.
+//!
+//! All of it is a tower layer on the channel ([`RetryService`]), so every method of the service's
+//! generated client gets it with no wrapper: a new RPC needs no client code. A call's deadline is
+//! its request's `grpc-timeout` (`request.set_timeout(..)`), else the connection's.
 //!
 //! Telemetry: one CLIENT span per logical call ([`telemetry::grpc::GrpcClientLayer::start_call`]),
 //! one `grpc.client.attempt.<Method>` child per attempt (made by the layer below, on the
 //! channel), `<prefix>.client.retries.throttled` counting the retries the throttle refused.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
-use telemetry::grpc::{Attempt, GrpcClientLayer};
+use telemetry::grpc::{Attempt, GrpcClientLayer, SpanAttributes};
 use tonic::Code;
+use tonic::codegen::Bytes;
+use tower::ServiceExt as _;
 use tracing::Instrument as _;
+
+use crate::ServiceInfo;
+use crate::replay::{Replay, ReplayBody};
 
 /// The most attempts a call may make, whatever the settings say (gRFC A6's cap).
 pub const MAX_ATTEMPTS_CAP: u32 = 5;
+
+/// The most of a call's request a retry can send again (the retry buffer of grpc-go and
+/// grpc-java): a call that has sent more is committed to its attempt and not retried. Far above a
+/// unary request; a client stream past it is sent once.
+pub const RETRY_BUFFER_BYTES: usize = 256 * 1024;
 
 /// A call's deadline unless changed: far above the example's milliseconds, and above a few
 /// retries' backoff, yet short enough that a hung replica costs a caller seconds, not minutes.
@@ -236,10 +257,11 @@ impl Throttle {
     }
 }
 
-/// What every clone of a client shares: the settings, the throttle, the telemetry layer that
-/// opens each call's span, and the throttle's counter.
+/// What every clone of a connection shares: the service, the settings, the throttle, the
+/// telemetry layer that opens each call's span, and the throttle's counter.
 #[derive(Debug)]
 pub(crate) struct Calls {
+    pub(crate) service: ServiceInfo,
     pub(crate) settings: CallSettings,
     throttle: Throttle,
     layer: GrpcClientLayer,
@@ -248,18 +270,23 @@ pub(crate) struct Calls {
 
 impl Calls {
     pub(crate) fn new(
+        service: ServiceInfo,
         settings: CallSettings,
         layer: GrpcClientLayer,
     ) -> Result<Self, SettingsError> {
         let settings = settings.validated()?;
         let throttled = opentelemetry::global::meter("telemetry")
-            .u64_counter(format!("{}.client.retries.throttled", proto::METRIC_PREFIX))
+            .u64_counter(format!(
+                "{}.client.retries.throttled",
+                service.metric_prefix
+            ))
             .with_unit("{retries}")
             .with_description(
                 "Retries not made because the client's retry throttle was drained (gRFC A6)",
             )
             .build();
         Ok(Self {
+            service,
             throttle: Throttle::new(settings.throttle_max_tokens, settings.throttle_token_ratio),
             settings,
             layer,
@@ -271,144 +298,63 @@ impl Calls {
         &self.layer
     }
 
-    /// Runs one logical call of `method` (of this service) with `message`: its CLIENT span with
-    /// `attributes`, then attempts by `send` until one succeeds, fails for good, or the deadline
-    /// (`timeout` from now) passes.
-    pub(crate) async fn run<M, R, F, Fut>(
+    /// After attempt `number` of a call of `method` (`package.Service/Method`) failed with
+    /// `status`: the delay after which to retry, or `None` when the call ends with `status`. Only
+    /// an idempotent method is retried, only after UNAVAILABLE or CANCELLED, only while the call
+    /// has not `committed`, below the attempts allowed, while the server's pushback allows it and
+    /// the throttle has tokens, and only when the retry can start before `deadline`. Counts the
+    /// failure in the throttle, and a retry the throttle refused.
+    pub(crate) fn next_attempt(
         &self,
-        method: &'static str,
-        message: M,
-        attributes: Vec<KeyValue>,
-        timeout: Duration,
-        mut send: F,
-    ) -> Result<R, tonic::Status>
-    where
-        M: Clone,
-        F: FnMut(tonic::Request<M>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let call = self
-            .layer
-            .start_call(&format!("/{}/{method}", proto::GRPC_SERVICE), attributes);
-        let idempotent = idempotent(method);
+        method: &str,
+        committed: bool,
+        number: u32,
+        status: &tonic::Status,
+        backoff: &mut Duration,
+        deadline: tokio::time::Instant,
+    ) -> Option<Duration> {
         let settings = &self.settings;
-        let mut backoff = Duration::from_millis(settings.initial_backoff_ms);
-        let mut number = 1;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let mut request = tonic::Request::new(message.clone());
-            request.set_timeout(left);
-            if number > 1 {
-                request.metadata_mut().insert(
-                    "grpc-previous-rpc-attempts",
-                    tonic::metadata::MetadataValue::from(number - 1),
-                );
-            }
-            request.extensions_mut().insert(Attempt {
-                number,
-                call: call.clone(),
-            });
-            let outcome = tokio::time::timeout_at(deadline, send(request))
-                .instrument(call.span().clone())
-                .await;
-            let status = match outcome {
-                Ok(Ok(response)) => {
-                    self.throttle.succeeded();
-                    // Ends the call here only if its attempt did not commit (a trailers-only OK).
-                    call.end(&tonic::Status::new(Code::Ok, ""));
-                    return Ok(response.into_inner());
-                }
-                Ok(Err(status)) if tokio::time::Instant::now() < deadline => status,
-                // The deadline passed: tonic says CANCELLED ("Timeout expired"), or our timer
-                // fired first; either way the call's deadline is what ended it.
-                Ok(Err(_)) | Err(_) => {
-                    let status = tonic::Status::deadline_exceeded(format!(
-                        "the call's deadline ({timeout:?}) passed"
-                    ));
-                    call.end(&status);
-                    return Err(status);
-                }
-            };
-            // A connection that broke before any response (a replica killed mid-call) reaches
-            // here as UNKNOWN with the transport's error as its source; gRPC calls that
-            // UNAVAILABLE, and so do the attempt's span and metrics.
-            let status = if broke_in_transport(&status) {
-                // The reason (a reset, a refused certificate) is in the source: keep it.
-                let source = std::error::Error::source(&status).map(crate::error_chain);
-                tonic::Status::unavailable(format!(
-                    "{}: {}",
-                    status.message(),
-                    source.unwrap_or_default()
-                ))
-            } else {
-                status
-            };
-            let retryable = matches!(status.code(), Code::Unavailable | Code::Cancelled);
-            if retryable {
-                self.throttle.failed();
-            }
-            let pushback = pushback(&status);
-            let retry = idempotent
-                && retryable
-                && !call.committed()
-                && number < settings.max_attempts
-                && pushback != Some(None);
-            if !retry {
-                call.end(&status);
-                return Err(status);
-            }
-            if !self.throttle.allows_retry() {
-                self.throttled.add(
-                    1,
-                    &[KeyValue::new(
-                        "rpc.method",
-                        format!("{}/{method}", proto::GRPC_SERVICE),
-                    )],
-                );
-                call.end(&status);
-                return Err(status);
-            }
-            let delay = match pushback {
-                Some(Some(delay)) => {
-                    backoff = Duration::from_millis(settings.initial_backoff_ms);
-                    delay
-                }
-                _ => {
-                    let delay = jittered(backoff);
-                    backoff = backoff
-                        .mul_f64(settings.backoff_multiplier)
-                        .min(Duration::from_millis(settings.max_backoff_ms));
-                    delay
-                }
-            };
-            // A retry that could not start before the deadline is not made: the caller gets
-            // the last attempt's status now, not a DEADLINE_EXCEEDED later.
-            if tokio::time::Instant::now() + delay >= deadline {
-                call.end(&status);
-                return Err(status);
-            }
-            tokio::time::sleep(delay)
-                .instrument(call.span().clone())
-                .await;
-            number += 1;
+        let retryable = matches!(status.code(), Code::Unavailable | Code::Cancelled);
+        if retryable {
+            self.throttle.failed();
         }
+        let pushback = pushback(status);
+        let retry = self.service.idempotent_methods.contains(&method)
+            && retryable
+            && !committed
+            && number < settings.max_attempts
+            && pushback != Some(None);
+        if !retry {
+            return None;
+        }
+        if !self.throttle.allows_retry() {
+            self.throttled
+                .add(1, &[KeyValue::new("rpc.method", method.to_owned())]);
+            return None;
+        }
+        let delay = match pushback {
+            Some(Some(delay)) => {
+                *backoff = Duration::from_millis(settings.initial_backoff_ms);
+                delay
+            }
+            _ => {
+                let delay = jittered(*backoff);
+                *backoff = backoff
+                    .mul_f64(settings.backoff_multiplier)
+                    .min(Duration::from_millis(settings.max_backoff_ms));
+                delay
+            }
+        };
+        // A retry that could not start before the deadline is not made: the caller gets the last
+        // attempt's status now, not a DEADLINE_EXCEEDED later.
+        (tokio::time::Instant::now() + delay < deadline).then_some(delay)
     }
-}
 
-/// Whether the proto marks `method` of this service idempotent.
-fn idempotent(method: &str) -> bool {
-    proto::IDEMPOTENT_METHODS.iter().any(|name| {
-        name.strip_prefix(proto::GRPC_SERVICE)
-            .and_then(|rest| rest.strip_prefix('/'))
-            == Some(method)
-    })
-}
-
-/// A status tonic made from a transport error (UNKNOWN, with the error as its source), not one a
-/// server sent: a server's status arrives as `grpc-status`, without a source.
-fn broke_in_transport(status: &tonic::Status) -> bool {
-    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
+    /// A call's attempt came back with its response headers (or OK): gives the throttle back
+    /// its ratio.
+    pub(crate) fn succeeded(&self) {
+        self.throttle.succeeded();
+    }
 }
 
 /// The server's `grpc-retry-pushback-ms`: `None` when absent (the backoff decides),
@@ -427,6 +373,193 @@ fn pushback(status: &tonic::Status) -> Option<Option<Duration>> {
 /// `backoff` ±20 %, uniformly.
 fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+/// The channel with deadlines and retries: every call through it is one logical call (its CLIENT
+/// span) of attempts through `S` (the telemetry layer on the transport). Clones share the
+/// throttle; each has its default deadline ([`crate::Connection::with_timeout`]).
+#[derive(Clone, Debug)]
+pub struct RetryService<S> {
+    inner: S,
+    calls: Arc<Calls>,
+    timeout: Duration,
+}
+
+impl<S> RetryService<S> {
+    pub(crate) fn new(inner: S, calls: Arc<Calls>) -> Self {
+        let timeout = calls.settings.timeout();
+        Self {
+            inner,
+            calls,
+            timeout,
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub(crate) fn calls(&self) -> &Arc<Calls> {
+        &self.calls
+    }
+
+    pub(crate) fn with_timeout(&self, timeout: Duration) -> Self
+    where
+        S: Clone,
+    {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+}
+
+/// The future of a call through [`RetryService`].
+pub type RetryFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<tonic::body::Body>> for RetryService<S>
+where
+    S: tower::Service<http::Request<ReplayBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: std::error::Error + Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<tonic::body::Body>;
+    /// A call's failure is its status, as a trailers-only response, never an error.
+    type Error = Infallible;
+    type Future = RetryFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Each attempt waits for the transport to be ready, within the call's deadline.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> RetryFuture {
+        Box::pin(attempts(
+            self.inner.clone(),
+            Arc::clone(&self.calls),
+            self.timeout,
+            request,
+        ))
+    }
+}
+
+/// One logical call: attempts until one commits or succeeds, fails for good, or the deadline
+/// passes.
+async fn attempts<S, B>(
+    inner: S,
+    calls: Arc<Calls>,
+    timeout: Duration,
+    request: http::Request<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, Infallible>
+where
+    S: tower::Service<http::Request<ReplayBody>, Response = http::Response<B>> + Clone,
+    S::Error: std::error::Error + Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (mut parts, body) = request.into_parts();
+    let timeout = telemetry::grpc::grpc_timeout(&parts.headers).unwrap_or(timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let path = parts.uri.path().to_owned();
+    let method = path.trim_start_matches('/').to_owned();
+    let attributes = parts
+        .extensions
+        .remove::<SpanAttributes>()
+        .map(|SpanAttributes(attributes)| attributes)
+        .unwrap_or_default();
+    let call = calls.layer.start_call(&path, attributes);
+    let replay = Replay::new(body, RETRY_BUFFER_BYTES);
+    let mut backoff = Duration::from_millis(calls.settings.initial_backoff_ms);
+    let mut number = 1;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut attempt = http::Request::new(replay.attempt(number));
+        *attempt.method_mut() = parts.method.clone();
+        *attempt.uri_mut() = parts.uri.clone();
+        *attempt.version_mut() = parts.version;
+        *attempt.headers_mut() = parts.headers.clone();
+        *attempt.extensions_mut() = parts.extensions.clone();
+        let headers = attempt.headers_mut();
+        headers.insert("grpc-timeout", grpc_timeout(left));
+        if number > 1 {
+            headers.insert(
+                "grpc-previous-rpc-attempts",
+                http::HeaderValue::from(number - 1),
+            );
+        }
+        attempt.extensions_mut().insert(Attempt {
+            number,
+            call: call.clone(),
+        });
+        let mut transport = inner.clone();
+        let sent = async move { transport.ready().await?.call(attempt).await };
+        let outcome = tokio::time::timeout_at(deadline, sent)
+            .instrument(call.span().clone())
+            .await;
+        let status = match outcome {
+            // Response headers without a status: the call is committed to this attempt, whose
+            // end ends the call.
+            Ok(Ok(response)) if !response.headers().contains_key("grpc-status") => {
+                calls.succeeded();
+                return Ok(response.map(tonic::body::Body::new));
+            }
+            Ok(Ok(response)) => match tonic::Status::from_header_map(response.headers()) {
+                Some(status) if status.code() == Code::Ok => {
+                    calls.succeeded();
+                    call.end(&status);
+                    return Ok(response.map(tonic::body::Body::new));
+                }
+                Some(status) => status,
+                None => tonic::Status::internal("the server's grpc-status is not a status"),
+            },
+            // A connection that broke before any response (a replica killed mid-call), or none
+            // to be had: gRPC calls that UNAVAILABLE. The reason is in the error's sources.
+            Ok(Err(error)) => tonic::Status::unavailable(crate::error_chain(&error)),
+            // The deadline passed while the attempt was on its way.
+            Err(_) => tonic::Status::deadline_exceeded(String::new()),
+        };
+        // The deadline passed: tonic says CANCELLED ("Timeout expired"), or our timer fired
+        // first; either way the call's deadline is what ended it.
+        let status = if tokio::time::Instant::now() >= deadline {
+            tonic::Status::deadline_exceeded(format!("the call's deadline ({timeout:?}) passed"))
+        } else {
+            status
+        };
+        let committed = replay.overflowed() || call.committed();
+        match calls.next_attempt(&method, committed, number, &status, &mut backoff, deadline) {
+            Some(delay) => {
+                tokio::time::sleep(delay)
+                    .instrument(call.span().clone())
+                    .await;
+                number += 1;
+            }
+            None => {
+                call.end(&status);
+                return Ok(status.into_http());
+            }
+        }
+    }
+}
+
+/// `grpc-timeout` for `left`: microseconds while they fit the 8 digits gRPC allows (100 s), else
+/// milliseconds, else seconds.
+fn grpc_timeout(left: Duration) -> http::HeaderValue {
+    let micros = left.as_micros();
+    let value = if micros < 100_000_000 {
+        format!("{micros}u")
+    } else if micros / 1000 < 100_000_000 {
+        format!("{}m", micros / 1000)
+    } else {
+        format!("{}S", left.as_secs().min(99_999_999))
+    };
+    http::HeaderValue::try_from(value)
+        .unwrap_or_else(|_| unreachable!("digits and a unit letter are a valid header value"))
 }
 
 #[cfg(test)]
@@ -467,22 +600,6 @@ mod tests {
                 "{delay:?}"
             );
         }
-    }
-
-    /// What kill -9 of a replica looks like to the caller, against a server's own UNKNOWN.
-    #[test]
-    fn a_broken_connection_is_told_from_a_servers_unknown() {
-        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
-        let broken = tonic::Status::from_error(Box::new(reset));
-        assert_eq!(broken.code(), Code::Unknown);
-        assert!(broke_in_transport(&broken));
-        assert!(
-            std::error::Error::source(&broken).is_some_and(|e| e.to_string() == "reset by peer")
-        );
-        assert!(!broke_in_transport(&tonic::Status::unknown(
-            "the handler failed"
-        )));
-        assert!(!broke_in_transport(&tonic::Status::unavailable("busy")));
     }
 
     #[test]
@@ -545,9 +662,9 @@ mod tests {
     }
 
     #[test]
-    fn the_example_rpc_is_idempotent_and_the_stream_is_not() {
-        assert!(idempotent("ProcessRequest"));
-        assert!(!idempotent("StreamResults"));
-        assert!(!idempotent("Process"));
+    fn grpc_timeout_keeps_to_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_millis(1500)), "1500000u");
+        assert_eq!(grpc_timeout(Duration::from_secs(500)), "500000m");
+        assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "200000S");
     }
 }

@@ -6,7 +6,8 @@
 //! choices). A replica that reports NOT_SERVING (it is draining), whose watch breaks (it died) or
 //! stops answering keep-alive pings (it hangs) leaves the balancer at once, and discovery is asked
 //! again; it comes back when its watch reports SERVING again. Discovery also runs every
-//! `--dns-refresh-secs`, so replicas added to the name get calls.
+//! `--dns-refresh-secs`, so replicas added to the name get calls. The health name watched is the
+//! service's gRPC name ([`ServiceInfo::grpc_service`]).
 //!
 //! When no replica is healthy, the last ones chosen stay in the balancer: calls then fail fast
 //! with UNAVAILABLE as on a single connection (or are served, by a replica that is draining),
@@ -27,6 +28,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+use crate::ServiceInfo;
 
 /// How the client spreads its calls over the server's replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -320,6 +323,7 @@ impl Fleet {
 /// Starts discovery and the watchers, and returns the balance channel once a replica reports
 /// SERVING, or an error after `target.connect_timeout` (the last reason given).
 pub(crate) async fn connect(
+    service: ServiceInfo,
     target: Target,
     balancing: &Balancing,
     discovery: Arc<dyn Discovery>,
@@ -328,7 +332,7 @@ pub(crate) async fn connect(
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(CHANGES);
     let (ready, mut is_ready) = watch::channel(0);
     let gauge = opentelemetry::global::meter("telemetry")
-        .u64_gauge(format!("{}.endpoints.ready", proto::METRIC_PREFIX))
+        .u64_gauge(format!("{}.endpoints.ready", service.metric_prefix))
         .with_unit("{endpoints}")
         .with_description(
             "Replicas of the server this client balances over whose health watch reports SERVING",
@@ -349,6 +353,7 @@ pub(crate) async fn connect(
     });
     let timeout = target.connect_timeout;
     tokio::spawn(resolve(
+        service,
         Arc::clone(&fleet),
         discovery,
         target,
@@ -379,6 +384,7 @@ pub(crate) async fn connect(
 /// Resolves on the interval and when a watcher asks, starting a watcher per new address and
 /// stopping those of addresses gone; ends when the channel is dropped.
 async fn resolve(
+    service: ServiceInfo,
     fleet: Arc<Fleet>,
     discovery: Arc<dyn Discovery>,
     target: Target,
@@ -402,6 +408,7 @@ async fn resolve(
                             let (stop, stopped) = oneshot::channel();
                             watchers.insert(address, stop);
                             tokio::spawn(watch_replica(
+                                service,
                                 Arc::clone(&fleet),
                                 address,
                                 endpoint,
@@ -430,6 +437,7 @@ async fn resolve(
 /// other status, the watch ending or breaking (keep-alive included) takes it out, and it is
 /// watched again after a backoff.
 async fn watch_replica(
+    service: ServiceInfo,
     fleet: Arc<Fleet>,
     address: SocketAddr,
     endpoint: Endpoint,
@@ -441,7 +449,7 @@ async fn watch_replica(
     'watch: loop {
         let opened = tokio::select! {
             _ = &mut stopped => break 'watch,
-            opened = open_watch(&endpoint, timeout) => opened,
+            opened = open_watch(service, &endpoint, timeout) => opened,
         };
         let why = match opened {
             Ok(Some(mut stream)) => loop {
@@ -510,6 +518,7 @@ async fn watch_replica(
 
 /// Connects to a replica and starts its health watch; `None` when it serves no health service.
 async fn open_watch(
+    service: ServiceInfo,
     endpoint: &Endpoint,
     timeout: Duration,
 ) -> Result<Option<tonic::Streaming<HealthCheckResponse>>, String> {
@@ -520,7 +529,7 @@ async fn open_watch(
             .map_err(|e| crate::error_chain(&e))?;
         match HealthClient::new(channel)
             .watch(HealthCheckRequest {
-                service: proto::GRPC_SERVICE.to_owned(),
+                service: service.grpc_service.to_owned(),
             })
             .await
         {
