@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let config = server::Config::parse();
     // A bad certificate stops the server before anything starts: one line, the file and the problem.
-    if let Err(error) = config.tls() {
+    if let Err(error) = config.serving.tls() {
         eprintln!("error: {error}");
         return ExitCode::from(2);
     }

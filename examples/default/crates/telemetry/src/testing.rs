@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
@@ -63,6 +63,37 @@ pub struct ReceivedSpan {
     pub start_unix_nano: u64,
     /// End time, nanoseconds since the Unix epoch.
     pub end_unix_nano: u64,
+}
+
+/// The span named `name` in `spans`; a missing one fails the test, naming those there are.
+///
+/// # Panics
+/// When no span is named `name`.
+#[track_caller]
+pub fn span<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name:?} among {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Asserts each `(key, value)` is among the span's attributes.
+///
+/// # Panics
+/// When one is missing or has another value.
+#[track_caller]
+pub fn check_attributes(span: &ReceivedSpan, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            span.attributes.get(*key).map(String::as_str),
+            Some(*value),
+            "attribute {key} of span {}: {:?}",
+            span.name,
+            span.attributes
+        );
+    }
 }
 
 /// A log record as received.
@@ -652,5 +683,170 @@ impl Pki {
 impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until `done` holds, checking every 10 ms; fails the test, saying `what` did not happen,
+/// if it does not hold within `timeout`.
+///
+/// # Panics
+/// When `done` does not hold within `timeout`.
+pub async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch: the clock of a received span's start and end.
+///
+/// # Panics
+/// When the system clock is before 1970 or past 2554.
+#[allow(clippy::unwrap_used)] // Test support: a clock that far off is a failed test.
+pub fn now_nanos() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since_epoch.as_nanos()).unwrap()
+}
+
+/// How long telemetry may take to reach the receiver after a flush.
+pub const ARRIVAL: Duration = Duration::from_secs(10);
+
+/// Telemetry shared by every test: global by nature, so it is installed once, on a runtime of its
+/// own that outlives each test's runtime (the exporters run their I/O on it).
+#[derive(Debug)]
+pub struct World {
+    /// Where the test binary's telemetry is exported.
+    pub receiver: Receiver,
+    /// The JSON lines the test binary's telemetry wrote.
+    pub capture: Capture,
+    guard: crate::TelemetryGuard,
+}
+
+/// The test binary's [`World`], started on first use with `service_name` as `service.name`
+/// (a binary tests one service: later calls get the same world, whatever name they pass).
+///
+/// # Panics
+/// When the receiver or telemetry cannot start: the tests cannot run without them.
+#[allow(clippy::unwrap_used)] // Test support: a failure to start is a failed test.
+pub fn world(service_name: &'static str) -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let receiver = Receiver::start().await.unwrap();
+                let capture = Capture::default();
+                let endpoint = receiver.endpoint();
+                let guard = crate::Telemetry::builder(service_name, "test")
+                    .writer(capture.make_writer())
+                    .otlp_endpoint(endpoint)
+                    .env(move |name| match name {
+                        "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_owned()),
+                        "RUST_LOG" => Some("info".to_owned()),
+                        _ => None,
+                    })
+                    .init()
+                    .unwrap();
+                sender
+                    .send(World {
+                        receiver,
+                        capture,
+                        guard,
+                    })
+                    .unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        receiver.recv().unwrap()
+    })
+}
+
+#[allow(clippy::unwrap_used)] // Test support: a failure is a failed test.
+impl World {
+    /// Exports everything buffered so far.
+    pub async fn flush(&'static self) {
+        tokio::task::spawn_blocking(|| self.guard.flush())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the finished trace of the call that sent `request_id`: the client span and every
+    /// span of the same trace, at least `count` of them.
+    pub async fn trace_of(&'static self, request_id: &str, count: usize) -> Vec<ReceivedSpan> {
+        self.trace_where(count, |client| {
+            client.attributes.get("request.id").map(String::as_str) == Some(request_id)
+        })
+        .await
+    }
+
+    /// Waits for a trace whose client span satisfies `is_ours`, with at least `count` spans.
+    pub async fn trace_where(
+        &'static self,
+        count: usize,
+        is_ours: impl Fn(&ReceivedSpan) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        self.flush().await;
+        self.receiver
+            .wait_for(ARRIVAL, |r| {
+                let spans = r.spans();
+                // The logical call's span: INTERNAL above its attempts, or the one CLIENT span.
+                let client = spans.iter().find(|s| {
+                    s.name.starts_with("grpc.client.")
+                        && !s.name.starts_with("grpc.client.attempt.")
+                        && is_ours(s)
+                })?;
+                let trace: Vec<_> = spans
+                    .iter()
+                    .filter(|s| s.trace_id == client.trace_id)
+                    .cloned()
+                    .collect();
+                (trace.len() >= count).then_some(trace)
+            })
+            .await
+            .unwrap_or_else(|| panic!("no complete trace of {count} spans arrived"))
+    }
+
+    /// Waits for the exported log records of `trace_id`, at least `count` of them.
+    pub async fn logs_of(&'static self, trace_id: &str, count: usize) -> Vec<ReceivedLog> {
+        self.flush().await;
+        self.receiver
+            .wait_for(ARRIVAL, |r| {
+                let logs: Vec<_> = r
+                    .logs()
+                    .into_iter()
+                    .filter(|l| l.trace_id == trace_id)
+                    .collect();
+                (logs.len() >= count).then_some(logs)
+            })
+            .await
+            .unwrap_or_else(|| panic!("fewer than {count} log records for trace {trace_id}"))
+    }
+
+    /// Waits until a captured line's message ends with `suffix` (the server got that far).
+    pub async fn wait_for_line(&self, suffix: &str) {
+        wait_until(ARRIVAL, &format!("no line with {suffix:?}"), || {
+            self.capture.lines().iter().any(|l| l.contains(suffix))
+        })
+        .await;
+    }
+
+    /// The captured stdout lines, each parsed; a line that is not JSON fails the test.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.capture
+            .lines()
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"))
+            })
+            .collect()
     }
 }

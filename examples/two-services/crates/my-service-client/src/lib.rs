@@ -1,170 +1,89 @@
-//! A typed client for the service: connects with a timeout (to one address, or balancing over
-//! the healthy replicas a name resolves to, see [`discovery`]), and every call goes through the
+//! A typed client for the service: its generated client over the workspace's shared
+//! [`grpc_channel`] channel. It connects with a timeout (to one address, or balancing over the
+//! healthy replicas a name resolves to, see [`discovery`]), and every call goes through the
 //! telemetry layer (CLIENT span, W3C trace propagation, client metrics), with a deadline, and is
-//! retried when its method is idempotent and a replica was unavailable (see [`retry`]).
+//! retried when its method is idempotent and a replica was unavailable (see [`retry`]): every
+//! method of [`Client::generated`] has all of it, a new RPC included. What is this service's own
+//! is here: [`SERVICE`] (what the machinery needs to know of it), shorthands for the example's
+//! methods that name the request id on the span, and the load mode's calls ([`load`]).
 
-pub mod discovery;
 pub mod load;
-pub mod retry;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use grpc_channel::{Connection, RetryChannel, ServiceInfo};
 use opentelemetry::KeyValue;
-use telemetry::grpc::{GrpcClientLayer, GrpcClientService};
-use telemetry::tls::{Identity, PemFile, TlsError};
-use tonic::transport::{Channel, Endpoint};
+use telemetry::grpc::SpanAttributes;
+use tonic::transport::Channel;
 
-pub use discovery::{Balancing, Discovery, LbPolicy};
-pub use retry::{CallSettings, SettingsError};
+pub use grpc_channel::{
+    Balancing, CallSettings, ConnectError, Discovery, LbPolicy, SettingsError, Tls, discovery,
+    retry,
+};
 
 pub use proto::{
     DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME, StreamRequest, StreamResult,
 };
 
-/// Why [`Client::connect`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The address is not an `http://host:port` or `https://host:port` URL.
-    #[error("invalid server address {address:?}: {reason}")]
-    InvalidAddress {
-        /// The address as given.
-        address: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// Nothing answered in time, or the connection was refused.
-    #[error("cannot connect to {address}: {reason}")]
-    Connect {
-        /// The address as given.
-        address: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A TLS file is missing, unreadable or not PEM, or the key does not match the certificate.
-    #[error("TLS: {0}")]
-    Tls(#[from] TlsError),
-}
-
-/// TLS for an `https://` server address: the CA that signed the server's certificate (the
-/// system's roots when unset), and a client certificate for servers that require one (mutual TLS).
-#[derive(Clone, Debug, Default)]
-pub struct Tls {
-    /// CA bundle (PEM) to trust.
-    pub ca: Option<PathBuf>,
-    /// Client certificate chain (PEM).
-    pub cert: Option<PathBuf>,
-    /// Its private key (PEM).
-    pub key: Option<PathBuf>,
-}
-
-impl Tls {
-    fn is_empty(&self) -> bool {
-        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
-    }
-
-    fn tonic(&self) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
-        let config = tonic::transport::ClientTlsConfig::new();
-        let config = match &self.ca {
-            Some(ca) => {
-                let (pem, _) = telemetry::tls::ca(&PemFile::new("--tls-ca (TLS_CA_FILE)", ca))?;
-                config.ca_certificate(tonic::transport::Certificate::from_pem(pem))
-            }
-            None => config.with_native_roots(),
-        };
-        Ok(match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => config.identity(
-                Identity::load(
-                    &PemFile::new("--tls-cert (TLS_CERT_FILE)", cert),
-                    &PemFile::new("--tls-key (TLS_KEY_FILE)", key),
-                )?
-                .tonic(),
-            ),
-            (None, None) => config,
-            (Some(file), None) | (None, Some(file)) => {
-                return Err(TlsError {
-                    setting: "--tls-cert/--tls-key".to_owned(),
-                    path: file.clone(),
-                    problem: "a client certificate and its key go together: give both".to_owned(),
-                });
-            }
-        })
-    }
-}
+/// The service as the shared machinery knows it: its gRPC name (paths, health), its metric
+/// prefix, and the methods its proto marks idempotent.
+pub const SERVICE: ServiceInfo = ServiceInfo {
+    grpc_service: proto::GRPC_SERVICE,
+    metric_prefix: proto::METRIC_PREFIX,
+    idempotent_methods: proto::IDEMPOTENT_METHODS,
+};
 
 /// A connected, instrumented client of the service. Clones share the connection and the retry
 /// throttle.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: proto::ServiceClient<GrpcClientService<Channel>>,
-    calls: Arc<retry::Calls>,
-    /// This clone's call deadline ([`Client::with_timeout`]).
-    timeout: Duration,
-    /// With balancing: how many replicas report SERVING.
-    ready: Option<tokio::sync::watch::Receiver<usize>>,
+    connection: Connection,
+    inner: proto::ServiceClient<RetryChannel>,
+}
+
+impl From<Connection> for Client {
+    fn from(connection: Connection) -> Self {
+        Self {
+            inner: proto::ServiceClient::new(connection.channel().clone()),
+            connection,
+        }
+    }
 }
 
 impl Client {
     /// Connects to `address` (`http://host:port`), giving up after `timeout`.
     pub async fn connect(address: &str, timeout: Duration) -> Result<Self, ConnectError> {
-        Self::connect_with_tls(address, timeout, &Tls::default()).await
+        Ok(Connection::connect(SERVICE, address, timeout).await?.into())
     }
 
-    /// Connects to `address`; an `https://` address is reached over TLS with `tls`. TLS files
-    /// with an `http://` address are an error, not a silent downgrade to plaintext. One
-    /// connection, to whatever the host resolves to first (see [`Client::connect_balanced`]).
+    /// Connects to `address`, over TLS with `tls` for an `https://` one (see
+    /// [`Connection::connect_with_tls`]).
     pub async fn connect_with_tls(
         address: &str,
         timeout: Duration,
         tls: &Tls,
     ) -> Result<Self, ConnectError> {
-        let target = target(address, timeout, tls)?;
-        let mut endpoint = Endpoint::from_shared(address.to_owned())
-            .map_err(|_| invalid(address, "not a valid endpoint"))?
-            .connect_timeout(timeout);
-        if let Some(config) = &target.tls {
-            endpoint = endpoint
-                .tls_config(config.clone())
-                .map_err(|e| invalid_tls(address, &e))?;
-        }
-        let connect_error = |reason: String| ConnectError::Connect {
-            address: address.to_owned(),
-            reason,
-        };
-        let channel = tokio::time::timeout(timeout, endpoint.connect())
-            .await
-            .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
-            .map_err(|e| connect_error(error_chain(&e)))?;
-        Ok(Self::from_channel(channel, &target.host, target.port))
+        Ok(Connection::connect_with_tls(SERVICE, address, timeout, tls)
+            .await?
+            .into())
     }
 
-    /// Connects as `balancing` says: with [`LbPolicy::Dns`], to every replica the host resolves
-    /// to, balancing the calls over those whose health reports SERVING (see [`discovery`]);
-    /// with [`LbPolicy::None`], as [`Client::connect_with_tls`]. Spans name the host as given.
+    /// Connects as `balancing` says (see [`Connection::connect_balanced`]).
     pub async fn connect_balanced(
         address: &str,
         timeout: Duration,
         tls: &Tls,
         balancing: &Balancing,
     ) -> Result<Self, ConnectError> {
-        if balancing.policy == LbPolicy::None {
-            return Self::connect_with_tls(address, timeout, tls).await;
-        }
-        let target = target(address, timeout, tls)?;
-        let dns =
-            discovery::Dns::new(&target.host, target.port, balancing.dns_server).map_err(|e| {
-                ConnectError::Connect {
-                    address: address.to_owned(),
-                    reason: e.to_string(),
-                }
-            })?;
-        Self::connect_to(address, target, balancing, Arc::new(dns)).await
+        Ok(
+            Connection::connect_balanced(SERVICE, address, timeout, tls, balancing)
+                .await?
+                .into(),
+        )
     }
 
-    /// Like [`Client::connect_balanced`] with the replicas `discovery` finds (tests inject
-    /// addresses this way); `address` gives the scheme, the host for TLS and `:authority`, and
-    /// the names on the spans. Fails once `timeout` passes with no replica SERVING.
+    /// Balances over the replicas `discovery` finds (see [`Connection::connect_discovered`]).
     pub async fn connect_discovered(
         address: &str,
         timeout: Duration,
@@ -172,78 +91,45 @@ impl Client {
         balancing: &Balancing,
         discovery: Arc<dyn Discovery>,
     ) -> Result<Self, ConnectError> {
-        Self::connect_to(
-            address,
-            target(address, timeout, tls)?,
-            balancing,
-            discovery,
+        Ok(
+            Connection::connect_discovered(SERVICE, address, timeout, tls, balancing, discovery)
+                .await?
+                .into(),
         )
-        .await
-    }
-
-    /// Balances over the replicas of `target` (parsed, its TLS files read, once) that `discovery`
-    /// finds.
-    async fn connect_to(
-        address: &str,
-        target: discovery::Target,
-        balancing: &Balancing,
-        discovery: Arc<dyn Discovery>,
-    ) -> Result<Self, ConnectError> {
-        let (host, port) = (target.host.clone(), target.port);
-        let (channel, ready) = discovery::connect(target, balancing, discovery)
-            .await
-            .map_err(|reason| ConnectError::Connect {
-                address: address.to_owned(),
-                reason,
-            })?;
-        Ok(Self {
-            ready: Some(ready),
-            ..Self::from_channel(channel, &host, port)
-        })
     }
 
     /// Wraps an existing channel; `host` and `port` name the server on the spans. Calls use the
     /// default [`CallSettings`].
     pub fn from_channel(channel: Channel, host: &str, port: u16) -> Self {
-        let layer = GrpcClientLayer::new(proto::METRIC_PREFIX, host, port);
-        let service = tower::ServiceBuilder::new()
-            .layer(layer.clone())
-            .service(channel);
-        let settings = CallSettings::default();
-        let timeout = settings.timeout();
-        let calls = retry::Calls::new(settings, layer)
-            .unwrap_or_else(|_| unreachable!("the default settings are valid"));
-        Self {
-            inner: proto::ServiceClient::new(service),
-            calls: Arc::new(calls),
-            timeout,
-            ready: None,
-        }
+        Connection::from_channel(SERVICE, channel, host, port).into()
     }
 
     /// This client with other deadline and retry settings (and a throttle of its own).
-    pub fn with_settings(mut self, settings: CallSettings) -> Result<Self, SettingsError> {
-        let layer = self.calls.layer().clone();
-        let calls = retry::Calls::new(settings, layer)?;
-        self.timeout = calls.settings.timeout();
-        self.calls = Arc::new(calls);
-        Ok(self)
+    pub fn with_settings(self, settings: CallSettings) -> Result<Self, SettingsError> {
+        Ok(self.connection.with_settings(settings)?.into())
     }
 
     /// A clone whose calls have `timeout` as their deadline, for one call or a few:
     /// `client.with_timeout(remaining).process_request(id)`. It shares the throttle.
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Self {
-        Self {
-            timeout,
-            ..self.clone()
-        }
+        self.connection.with_timeout(timeout).into()
     }
 
     /// With balancing ([`Client::connect_balanced`]): how many replicas report SERVING now;
     /// `None` on a single connection.
     pub fn ready_replicas(&self) -> Option<usize> {
-        self.ready.as_ref().map(|ready| *ready.borrow())
+        self.connection.ready_replicas()
+    }
+
+    /// The shared connection under this client.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The generated client, over the connection: every method with deadlines and retries.
+    pub fn generated(&self) -> proto::ServiceClient<RetryChannel> {
+        self.inner.clone()
     }
 
     /// Calls `ProcessRequest` with `id`.
@@ -252,23 +138,10 @@ impl Client {
         id: impl Into<String>,
     ) -> Result<MyResponse, tonic::Status> {
         let id = id.into();
-        let attributes = vec![KeyValue::new(
-            "request.id",
-            telemetry::bounded(&id).to_owned(),
-        )];
-        let inner = &self.inner;
-        self.calls
-            .run(
-                "ProcessRequest",
-                MyRequest { id },
-                attributes,
-                self.timeout,
-                |request| {
-                    let mut inner = inner.clone();
-                    async move { inner.process_request(request).await }
-                },
-            )
-            .await
+        let attributes = span_attributes(&id);
+        let mut request = tonic::Request::new(MyRequest { id });
+        request.extensions_mut().insert(attributes);
+        Ok(self.inner.process_request(request).await?.into_inner())
     }
 
     /// Calls `StreamResults`: asks for `count` results of `id`, `interval` apart, and returns the
@@ -284,84 +157,33 @@ impl Client {
         interval: Duration,
     ) -> Result<tonic::Streaming<StreamResult>, tonic::Status> {
         let id = id.into();
-        let shown = telemetry::bounded(&id).to_owned();
-        let message = StreamRequest {
+        let attributes = span_attributes(&id);
+        let mut request = tonic::Request::new(StreamRequest {
             id,
             count,
             interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
-        };
-        let inner = &self.inner;
-        self.calls
-            .run(
-                "StreamResults",
-                message,
-                vec![KeyValue::new("request.id", shown)],
-                self.timeout,
-                |request| {
-                    let mut inner = inner.clone();
-                    async move { inner.stream_results(request).await }
-                },
-            )
-            .await
+        });
+        request.extensions_mut().insert(attributes);
+        Ok(self.inner.stream_results(request).await?.into_inner())
     }
 }
 
-fn invalid(address: &str, reason: &'static str) -> ConnectError {
-    ConnectError::InvalidAddress {
-        address: address.to_owned(),
-        reason,
-    }
+/// What a request's extension puts on its CLIENT span: the request id it carries.
+fn span_attributes(id: &str) -> SpanAttributes {
+    SpanAttributes(vec![KeyValue::new(
+        "request.id",
+        telemetry::bounded(id).to_owned(),
+    )])
 }
 
-/// The server as `address` names it: scheme, host and port, and TLS for an `https://` one.
-fn target(address: &str, timeout: Duration, tls: &Tls) -> Result<discovery::Target, ConnectError> {
-    let uri: http::Uri = address.parse().map_err(|_| invalid(address, "not a URL"))?;
-    let port = match uri.scheme_str() {
-        Some("http") => uri.port_u16().unwrap_or(80),
-        Some("https") => uri.port_u16().unwrap_or(443),
-        _ => return Err(invalid(address, "expected an http:// or https:// URL")),
-    };
-    let host = uri
-        .host()
-        .ok_or_else(|| invalid(address, "the URL has no host"))?
-        .to_owned();
-    let tls = if uri.scheme_str() == Some("https") {
-        Some(tls.tonic()?)
-    } else if !tls.is_empty() {
-        return Err(invalid(
-            address,
-            "TLS files are given but the address is http://; use https://",
-        ));
-    } else {
-        None
-    };
-    Ok(discovery::Target {
-        uri,
-        host,
-        port,
-        tls,
-        connect_timeout: timeout,
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::SERVICE;
 
-fn invalid_tls(address: &str, error: &dyn std::error::Error) -> ConnectError {
-    ConnectError::Connect {
-        address: address.to_owned(),
-        reason: format!(
-            "the TLS configuration is not usable: {}",
-            error_chain(error)
-        ),
+    #[test]
+    fn the_example_rpc_is_idempotent_and_the_stream_is_not() {
+        assert!(SERVICE.is_idempotent("ProcessRequest"));
+        assert!(!SERVICE.is_idempotent("StreamResults"));
+        assert!(!SERVICE.is_idempotent("Process"));
     }
-}
-
-/// "connection refused" is in the error's source, not its own message.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

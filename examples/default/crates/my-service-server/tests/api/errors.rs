@@ -1,4 +1,6 @@
 //! The error path, as the seed: exception event, ERROR status, error metrics and an ERROR log.
+//! (What the layers answer for an oversized message or an unknown method is the same for every
+//! service: `grpc-serving`'s tests.)
 
 use tonic::Code;
 
@@ -126,76 +128,4 @@ async fn a_failing_database_is_unavailable_and_a_server_error() {
         Some("DatabaseError")
     );
     app.stop();
-}
-
-#[tokio::test]
-async fn an_oversized_message_is_resource_exhausted() {
-    let mut app = spawn_app_with(|config| config.max_message_bytes = 1024).await;
-    let status = app
-        .client
-        .process_request("x".repeat(4096))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    // The server keeps serving after refusing it.
-    let id = unique_id("after-oversize");
-    assert_eq!(
-        app.client.process_request(id).await.unwrap().result,
-        "success"
-    );
-    app.stop();
-}
-
-#[tokio::test]
-async fn an_unknown_method_is_unimplemented_and_named_other() {
-    let app = spawn_app().await;
-    let channel = tonic::transport::Endpoint::from_shared(app.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    // A made-up path is caller input: far longer than telemetry carries.
-    let original = format!(
-        "{}/NoSuchMethod{}{}",
-        proto::GRPC_SERVICE,
-        uuid::Uuid::new_v4().simple(),
-        "x".repeat(4 * telemetry::MAX_VALUE_CHARS)
-    );
-    let shown = telemetry::bounded(&original).to_owned();
-    let path = format!("/{original}").parse().unwrap();
-    let codec = tonic_prost::ProstCodec::<proto::MyRequest, proto::MyResponse>::default();
-    let request = tonic::Request::new(proto::MyRequest { id: "x".into() });
-    let status = grpc.unary(request, path, codec).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-
-    world().flush().await;
-    let server = world()
-        .receiver
-        .wait_for(crate::helpers::ARRIVAL, |r| {
-            r.spans()
-                .into_iter()
-                .find(|s| s.attributes.get("rpc.method_original") == Some(&shown))
-        })
-        .await
-        .expect("a span for the unknown method, its path cut to MAX_VALUE_CHARS");
-    // Made-up paths must not mint span names or metric series.
-    assert_eq!(server.name, "grpc.server._OTHER");
-    check_attributes(
-        &server,
-        &[
-            ("rpc.method", "_OTHER"),
-            ("rpc.status_code", "UNIMPLEMENTED"),
-        ],
-    );
-    assert_eq!(server.status, "ERROR");
-    assert!(world().receiver.points().iter().all(|p| {
-        p.attributes
-            .get("rpc.method")
-            .is_none_or(|m| !m.contains("NoSuchMethod"))
-            && p.attributes
-                .get("method")
-                .is_none_or(|m| !m.contains("NoSuchMethod"))
-    }));
 }

@@ -2,9 +2,9 @@
 //! and one SERVER span that end with the stream, a span and log lines per result parented inside
 //! the call, and its failures each with its status.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use telemetry::testing::ReceivedSpan;
+use telemetry::testing::{ReceivedSpan, now_nanos, wait_until};
 
 use crate::helpers::{
     ARRIVAL, check_attributes, span, spawn_app, spawn_app_with, unique_id, world,
@@ -12,16 +12,6 @@ use crate::helpers::{
 
 /// The pause between two results in these tests.
 const INTERVAL: Duration = Duration::from_millis(50);
-
-fn now_nanos() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    )
-    .unwrap()
-}
 
 fn method() -> String {
     format!("{}/StreamResults", proto::GRPC_SERVICE)
@@ -57,8 +47,11 @@ async fn a_stream_is_one_trace_measured_to_its_last_result() {
     assert_eq!(all(&spans, "grpc.server.StreamResults").len(), 1);
     let client = span(&spans, "grpc.client.StreamResults");
     let server = span(&spans, "grpc.server.StreamResults");
-    assert_eq!((client.kind, server.kind), ("CLIENT", "SERVER"));
     let attempt = span(&spans, "grpc.client.attempt.StreamResults");
+    assert_eq!(
+        (client.kind, attempt.kind, server.kind),
+        ("INTERNAL", "CLIENT", "SERVER")
+    );
     assert_eq!(attempt.parent_span_id, client.span_id, "one trace");
     assert_eq!(server.parent_span_id, attempt.span_id, "one trace");
     let method = method();
@@ -248,22 +241,15 @@ async fn a_stream_the_caller_drops_stops_its_work() {
     );
 
     // The task that produced the results noticed at once, and ended without another result.
-    loop {
-        let stopped = world().json_lines().iter().any(|l| {
+    wait_until(ARRIVAL, "the stream's task outlived its call", || {
+        world().json_lines().iter().any(|l| {
             l["trace_id"] == server.trace_id.as_str()
                 && l["msg"]
                     .as_str()
                     .is_some_and(|m| m.ends_with("The caller stopped listening; stream ended"))
-        });
-        if stopped {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stream's task outlived its call"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        })
+    })
+    .await;
     world().flush().await;
     let results = world()
         .receiver

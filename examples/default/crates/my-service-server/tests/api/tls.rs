@@ -1,21 +1,19 @@
-//! TLS and mutual TLS: a call is still one trace, health answers over TLS, a client that does not
-//! trust the server or has no certificate for a mutual-TLS server is refused with a clear error,
-//! a bad server certificate stops the server before it starts, and an OTLP API key is never shown.
+//! TLS and mutual TLS through the service's client and binary: a call is still one trace, a client
+//! that does not trust the server is refused with a clear error, a bad server certificate stops
+//! the server before it starts, and an OTLP API key is never shown. (Health over TLS and a
+//! mutual-TLS server refusing a client without a certificate are `grpc-serving`'s tests.)
 
 use std::time::Duration;
 
 use telemetry::testing::{Pki, Receiver};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{ServerProcess, span, spawn_app_tls, unique_id, world};
 
 fn server_tls(pki: &Pki, mutual: bool) -> impl FnOnce(&mut server::Config) + '_ {
     move |config| {
-        config.tls_cert = Some(pki.path("server.pem"));
-        config.tls_key = Some(pki.path("server.key"));
-        config.tls_client_ca = mutual.then(|| pki.path("ca.pem"));
+        config.serving.tls_cert = Some(pki.path("server.pem"));
+        config.serving.tls_key = Some(pki.path("server.key"));
+        config.serving.tls_client_ca = mutual.then(|| pki.path("ca.pem"));
     }
 }
 
@@ -48,35 +46,6 @@ async fn a_call_over_tls_and_over_mutual_tls_is_one_trace() {
 }
 
 #[tokio::test]
-async fn health_answers_over_tls() {
-    let pki = Pki::new().unwrap();
-    let app = spawn_app_tls(server_tls(&pki, true), Some(&client_tls(&pki, true))).await;
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(pki.read("ca.pem")))
-        .identity(tonic::transport::Identity::from_pem(
-            pki.read("client.pem"),
-            pki.read("client.key"),
-        ));
-    let channel = tonic::transport::Endpoint::from_shared(format!(
-        "https://localhost:{}",
-        app.address.port()
-    ))
-    .unwrap()
-    .tls_config(tls)
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: proto::GRPC_SERVICE.to_owned(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(response.into_inner().status(), ServingStatus::Serving);
-}
-
-#[tokio::test]
 async fn a_client_that_does_not_trust_the_server_gets_a_clear_error() {
     let pki = Pki::new().unwrap();
     let other = Pki::new().unwrap();
@@ -103,8 +72,8 @@ async fn a_client_refuses_an_expired_server_certificate_and_says_so() {
         .unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut config = server::Config::for_address(listener.local_addr().unwrap());
-    config.tls_cert = Some(pki.path("expired.pem"));
-    config.tls_key = Some(pki.path("expired.key"));
+    config.serving.tls_cert = Some(pki.path("expired.pem"));
+    config.serving.tls_key = Some(pki.path("expired.key"));
     let server = tokio::spawn(server::run(listener, config, std::future::pending()));
     let url = format!("https://localhost:{port}");
     let error =
@@ -117,32 +86,6 @@ async fn a_client_refuses_an_expired_server_certificate_and_says_so() {
         "{error}"
     );
     server.abort();
-}
-
-#[tokio::test]
-async fn a_mutual_tls_server_refuses_a_client_without_a_certificate() {
-    let pki = Pki::new().unwrap();
-    let app = spawn_app_tls(server_tls(&pki, true), Some(&client_tls(&pki, true))).await;
-    let url = format!("https://localhost:{}", app.address.port());
-    // With TLS 1.3 the client learns of the refusal after its handshake: at connect or first call.
-    let refused = match client::Client::connect_with_tls(
-        &url,
-        Duration::from_secs(5),
-        &client_tls(&pki, false),
-    )
-    .await
-    {
-        Err(error) => error.to_string(),
-        Ok(mut client) => {
-            // tonic reports a transport error as UNKNOWN; the reason is in its source.
-            let status = client
-                .process_request(unique_id("no-cert"))
-                .await
-                .unwrap_err();
-            format!("{status:?}")
-        }
-    };
-    assert!(refused.contains("CertificateRequired"), "{refused}");
 }
 
 #[tokio::test]

@@ -1,11 +1,14 @@
 //! The client side: open a CLIENT span named `grpc.client.<Method>` under the caller's current
 //! span, inject it as W3C `traceparent` (and baggage), and record the client metrics.
 //!
-//! A client that retries (gRFC A6) opens the CLIENT span once per logical call, where its retry
-//! loop is ([`GrpcClientLayer::start_call`]), and marks each attempt's request with [`Attempt`]:
-//! the layer then makes the attempt an INTERNAL child span `grpc.client.attempt.<Method>`
-//! (gRFC A72's attempt span) and injects the attempt's context, so every server span's parent is
-//! an attempt. Requests without the mark get the CLIENT span as before.
+//! A client that retries (gRFC A6) opens the call's span once per logical call, where its retry
+//! loop is ([`GrpcClientLayer::start_call`]): an INTERNAL span `grpc.client.<Method>`. It marks
+//! each attempt's request with [`Attempt`]; the layer then makes each physical attempt a CLIENT
+//! child span `grpc.client.attempt.<Method>` (gRFC A72's attempt span) and injects the attempt's
+//! context. Every server span's direct parent is so a CLIENT span, the pair trace backends draw
+//! service graphs from (OpenTelemetry's HTTP conventions shape resends the same way: one CLIENT
+//! span per physical request under the logical operation). Requests without the mark get one
+//! CLIENT span, as a client without retries would.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -96,15 +99,15 @@ impl GrpcClientLayer {
 }
 
 impl GrpcClientLayer {
-    /// Opens the CLIENT span of one logical call of `path` (`/package.Service/Method`) under the
-    /// caller's current span, with `attributes` on it: for a retry loop, which sends each attempt
-    /// with an [`Attempt`] of the returned call. The call records its outcome and metrics when its
+    /// Opens the INTERNAL span of one logical call of `path` (`/package.Service/Method`) under
+    /// the caller's current span, with `attributes` on it: for a retry loop, which sends each
+    /// attempt with an [`Attempt`] of the returned call (each attempt a CLIENT span below it). The call records its outcome and metrics when its
     /// committed attempt ends, or when [`ClientCall::end`] says how it ended without one.
     pub fn start_call(&self, path: &str, attributes: Vec<KeyValue>) -> ClientCall {
         let path = RpcPath::parse(path).unwrap_or_else(|| {
             RpcPath::parse("/_OTHER/_OTHER").unwrap_or_else(|| unreachable!("a well-formed path"))
         });
-        let span = self.call_span(&path);
+        let span = self.call_span(&path, "internal");
         for attribute in attributes {
             span.set_attribute(attribute.key, attribute.value);
         }
@@ -116,11 +119,12 @@ impl GrpcClientLayer {
         }))
     }
 
-    fn call_span(&self, path: &RpcPath) -> tracing::Span {
+    /// The span of a logical call: INTERNAL above attempt spans, CLIENT when it is the only one.
+    fn call_span(&self, path: &RpcPath, kind: &'static str) -> tracing::Span {
         tracing::info_span!(
             "grpc.client",
             otel.name = format!("grpc.client.{}", path.method()),
-            otel.kind = "client",
+            otel.kind = kind,
             rpc.system.name = "grpc",
             rpc.method = &*path.full,
             rpc.status_code = Empty,
@@ -148,7 +152,7 @@ impl std::fmt::Debug for ClientCall {
 }
 
 impl ClientCall {
-    /// The call's CLIENT span: the parent of its attempts (and of the backoff between them).
+    /// The call's INTERNAL span: the parent of its attempts (and of the backoff between them).
     pub fn span(&self) -> &tracing::Span {
         &self.0.span
     }
@@ -188,7 +192,7 @@ impl ClientCall {
 }
 
 /// Marks a request as attempt `number` (from 1) of `call`, set by a retry loop as a request
-/// extension: the layer gives it an attempt span under the call's CLIENT span.
+/// extension: the layer gives it a CLIENT attempt span under the call's span.
 #[derive(Clone, Debug)]
 pub struct Attempt {
     /// 1 for the first attempt, 2 for the first retry, ...
@@ -236,12 +240,14 @@ where
         };
         let attempt = request.extensions_mut().remove::<Attempt>();
         let span = match &attempt {
-            None => self.layer.call_span(&path),
+            None => self.layer.call_span(&path, "client"),
             Some(attempt) => tracing::info_span!(
                 parent: attempt.call.span(),
                 "grpc.client.attempt",
                 otel.name = format!("grpc.client.attempt.{}", path.method()),
-                otel.kind = "internal",
+                otel.kind = "client",
+                rpc.system.name = "grpc",
+                rpc.method = &*path.full,
                 rpc.status_code = Empty,
                 error.type = Empty,
                 server.address = &*self.layer.server_address,

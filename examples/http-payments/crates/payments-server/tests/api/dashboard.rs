@@ -1,8 +1,9 @@
 //! The real server binary's metrics, and the workspace's Grafana dashboard against them: every
 //! runtime and process metric is exported with a plausible value, and the dashboard queries only
 //! data sources otel-lgtm provisions and only metrics the service exports, by the names Prometheus
-//! gives them. The dashboard names no service, so a service added with `--init` runs this same
-//! test against the same file.
+//! gives them. The dashboard names no service and every service exports the same metrics through
+//! the same shared crates, so this runs in the workspace's first service only (an added service is
+//! rendered without it: `cargo-generate.toml`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

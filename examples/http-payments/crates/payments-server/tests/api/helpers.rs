@@ -2,169 +2,15 @@
 //! call left behind in the receiver and the captured JSON lines.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use telemetry::testing::{Capture, ReceivedLog, ReceivedSpan, Receiver};
-use telemetry::{Telemetry, TelemetryGuard};
 use tokio::sync::oneshot;
 
-/// How long telemetry may take to reach the receiver after a flush.
-pub(crate) const ARRIVAL: Duration = Duration::from_secs(10);
+pub(crate) use telemetry::testing::{ARRIVAL, World, check_attributes, span};
 
-/// Telemetry shared by every test: global by nature, so it is installed once, on a runtime of its
-/// own that outlives each test's runtime (the exporters run their I/O on it).
-pub(crate) struct World {
-    pub(crate) receiver: Receiver,
-    pub(crate) capture: Capture,
-    guard: TelemetryGuard,
-}
-
+/// The test binary's telemetry, exported to an in-process receiver and captured as JSON lines.
 pub(crate) fn world() -> &'static World {
-    static WORLD: OnceLock<World> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let receiver = Receiver::start().await.unwrap();
-                let capture = Capture::default();
-                let endpoint = receiver.endpoint();
-                let guard = Telemetry::builder(proto::SERVICE_NAME, "test")
-                    .writer(capture.make_writer())
-                    .otlp_endpoint(endpoint)
-                    .env(move |name| match name {
-                        "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_owned()),
-                        "RUST_LOG" => Some("info".to_owned()),
-                        _ => None,
-                    })
-                    .init()
-                    .unwrap();
-                sender
-                    .send(World {
-                        receiver,
-                        capture,
-                        guard,
-                    })
-                    .unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        receiver.recv().unwrap()
-    })
-}
-
-impl World {
-    /// Exports everything buffered so far.
-    pub(crate) async fn flush(&'static self) {
-        tokio::task::spawn_blocking(|| self.guard.flush())
-            .await
-            .unwrap();
-    }
-
-    /// Waits for the finished trace of the call that sent `request_id`: the client span and every
-    /// span of the same trace, at least `count` of them.
-    pub(crate) async fn trace_of(
-        &'static self,
-        request_id: &str,
-        count: usize,
-    ) -> Vec<ReceivedSpan> {
-        self.trace_where(count, |client| {
-            client.attributes.get("request.id").map(String::as_str) == Some(request_id)
-        })
-        .await
-    }
-
-    /// Waits for a trace whose client span satisfies `is_ours`, with at least `count` spans.
-    pub(crate) async fn trace_where(
-        &'static self,
-        count: usize,
-        is_ours: impl Fn(&ReceivedSpan) -> bool,
-    ) -> Vec<ReceivedSpan> {
-        self.flush().await;
-        self.receiver
-            .wait_for(ARRIVAL, |r| {
-                let spans = r.spans();
-                let client = spans.iter().find(|s| s.kind == "CLIENT" && is_ours(s))?;
-                let trace: Vec<_> = spans
-                    .iter()
-                    .filter(|s| s.trace_id == client.trace_id)
-                    .cloned()
-                    .collect();
-                (trace.len() >= count).then_some(trace)
-            })
-            .await
-            .unwrap_or_else(|| panic!("no complete trace of {count} spans arrived"))
-    }
-
-    /// Waits for the exported log records of `trace_id`, at least `count` of them.
-    pub(crate) async fn logs_of(&'static self, trace_id: &str, count: usize) -> Vec<ReceivedLog> {
-        self.flush().await;
-        self.receiver
-            .wait_for(ARRIVAL, |r| {
-                let logs: Vec<_> = r
-                    .logs()
-                    .into_iter()
-                    .filter(|l| l.trace_id == trace_id)
-                    .collect();
-                (logs.len() >= count).then_some(logs)
-            })
-            .await
-            .unwrap_or_else(|| panic!("fewer than {count} log records for trace {trace_id}"))
-    }
-
-    /// Waits until a captured line's message ends with `suffix` (the server got that far).
-    pub(crate) async fn wait_for_line(&self, suffix: &str) {
-        let deadline = std::time::Instant::now() + ARRIVAL;
-        while !self.capture.lines().iter().any(|l| l.contains(suffix)) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no line with {suffix:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// The captured stdout lines, each parsed; a line that is not JSON fails the test.
-    pub(crate) fn json_lines(&self) -> Vec<serde_json::Value> {
-        self.capture
-            .lines()
-            .iter()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"))
-            })
-            .collect()
-    }
-}
-
-/// The span named `name` in `spans`.
-#[track_caller]
-pub(crate) fn span<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
-    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
-        panic!(
-            "no span {name:?} among {:?}",
-            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-        )
-    })
-}
-
-/// Asserts each `(key, value)` is among the span's attributes.
-#[track_caller]
-pub(crate) fn check_attributes(span: &ReceivedSpan, expected: &[(&str, &str)]) {
-    for (key, value) in expected {
-        assert_eq!(
-            span.attributes.get(*key).map(String::as_str),
-            Some(*value),
-            "attribute {key} of span {}: {:?}",
-            span.name,
-            span.attributes
-        );
-    }
+    telemetry::testing::world(proto::SERVICE_NAME)
 }
 
 /// A server running in the test's runtime, and a client connected to it.
@@ -172,15 +18,9 @@ pub(crate) struct TestApp {
     pub(crate) address: SocketAddr,
     pub(crate) client: client::Client,
     stop: Option<oneshot::Sender<()>>,
-    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestApp {
-    /// `http://127.0.0.1:<port>`.
-    pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
     /// Asks the server to shut down, as SIGTERM would.
     pub(crate) fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -218,7 +58,7 @@ pub(crate) async fn spawn_app_tls(
     let mut config = server::Config::for_address(address);
     configure(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(listener, config, async {
+    tokio::spawn(server::run(listener, config, async {
         let _ = stopped.await;
     }));
     let client = match tls {
@@ -233,7 +73,6 @@ pub(crate) async fn spawn_app_tls(
         address,
         client,
         stop: Some(stop),
-        task,
     }
 }
 

@@ -5,19 +5,14 @@
 // The library is named after the service; the tests call it `server`.
 extern crate my_service_server as server;
 
-mod connection_age;
 mod dashboard;
+mod deadlines;
 mod errors;
-mod health;
 mod helpers;
 mod logs;
 mod metrics;
-mod overload;
 mod process;
-mod propagation;
-mod retries;
 mod shutdown;
 mod stream_results;
-mod streams;
 mod tls;
 mod traces;

@@ -5,20 +5,13 @@
 // The library is named after the service; the tests call it `server`.
 extern crate orders_server as server;
 
-mod connection_age;
-mod dashboard;
+mod deadlines;
 mod errors;
-mod health;
 mod helpers;
 mod logs;
 mod metrics;
 mod neighbour;
-mod overload;
-mod process;
-mod propagation;
-mod retries;
 mod shutdown;
 mod stream_results;
-mod streams;
 mod tls;
 mod traces;

@@ -1,5 +1,5 @@
-//! One call is one trace: client span → its attempt → server span → business logic → database
-//! query.
+//! One call is one trace: the call's span → its attempt (CLIENT) → server span → business logic →
+//! database query. The server span's direct parent is a CLIENT span: service graphs pair them.
 
 use crate::helpers::{check_attributes, method, span, spawn_app, unique_id, world};
 
@@ -21,13 +21,13 @@ async fn a_call_is_one_trace_from_client_to_database() {
 
     assert_eq!(
         (client.kind, server.kind, logic.kind, query.kind),
-        ("CLIENT", "SERVER", "INTERNAL", "CLIENT")
+        ("INTERNAL", "SERVER", "INTERNAL", "CLIENT")
     );
     assert_eq!(
         client.parent_span_id, "",
         "the client span is the root here"
     );
-    assert_eq!(attempt.kind, "INTERNAL");
+    assert_eq!(attempt.kind, "CLIENT", "each attempt is the CLIENT span");
     assert_eq!(attempt.parent_span_id, client.span_id);
     assert_eq!(
         server.parent_span_id, attempt.span_id,
@@ -52,6 +52,17 @@ async fn a_call_is_one_trace_from_client_to_database() {
             ("server.address", "127.0.0.1"),
             ("server.port", port.as_str()),
             ("request.id", id.as_str()),
+        ],
+    );
+    check_attributes(
+        attempt,
+        &[
+            ("rpc.system.name", "grpc"),
+            ("rpc.method", method),
+            ("rpc.status_code", "OK"),
+            ("server.address", "127.0.0.1"),
+            ("server.port", port.as_str()),
+            ("grpc.attempt", "1"),
         ],
     );
     check_attributes(
