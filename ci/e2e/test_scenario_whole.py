@@ -52,7 +52,7 @@ class CheckAllTest(unittest.TestCase):
 
     def test_wrong_count(self):
         got = self.added(n=4)
-        self.assertIn("client spans (grpc.client.ProcessRequest, CLIENT) == 4", got)
+        self.assertIn("call spans (grpc.client.ProcessRequest) == 4", got)
         self.assertIn("server spans (grpc.server.ProcessRequest, SERVER) == 4", got)
         self.assertIn("inner spans (process-business-logic + database-query) == 8", got)
         self.assertIn("myservice.requests.total (last cumulative value per series, summed) == 4", got)
@@ -64,6 +64,14 @@ class CheckAllTest(unittest.TestCase):
             "every server span's parent is a client span of the same trace",
             "every client span has exactly one server span",
         })
+
+    def test_internal_parent(self):
+        # A server span under an INTERNAL span breaks the CLIENT->SERVER pair service graphs need.
+        t = copy.deepcopy(self.telemetry)
+        parent_id = t.find_spans(sw.SERVER_SPAN)[0].parent_span_id
+        next(s for s in t.spans if s.span_id == parent_id).kind = "INTERNAL"
+        self.assertIn("every server span's direct parent is a CLIENT span (service graphs pair them)",
+                      self.added(t=t))
 
     def test_server_exported_nothing(self):
         t = copy.deepcopy(self.telemetry)
