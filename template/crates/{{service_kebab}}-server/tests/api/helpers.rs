@@ -91,6 +91,8 @@ pub(crate) fn unique_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+{%- unless is_init %}
+
 /// The server binary of this package, started as a process with its own environment.
 pub(crate) struct ServerProcess {
     pub(crate) url: String,
@@ -184,3 +186,4 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
     }
 }
+{%- endunless %}

@@ -5,10 +5,15 @@
 // The library is named after the service; the tests call it `server`.
 extern crate {{service_snake}}_server as server;
 
-{% unless is_init -%}
+// What a real binary shows (`process`, `shutdown`, `dashboard`) and the shared machinery seen
+// through this service (`deadlines`, `tls`, and `tests/fleet.rs`) are tested in the workspace's
+// first service only: an added service's copy would run the same code again.
+{%- unless is_init %}
 mod dashboard;
-{% endunless -%}
+{%- endunless %}
+{%- unless is_init %}
 mod deadlines;
+{%- endunless %}
 mod errors;
 mod helpers;
 mod logs;
@@ -18,8 +23,10 @@ mod neighbour;
 {%- endif %}
 {%- unless is_init %}
 mod process;
-{%- endunless %}
 mod shutdown;
+{%- endunless %}
 mod stream_results;
+{%- unless is_init %}
 mod tls;
+{%- endunless %}
 mod traces;

@@ -5,6 +5,9 @@
 // The library is named after the service; the tests call it `server`.
 extern crate my_service_server as server;
 
+// What a real binary shows (`process`, `shutdown`, `dashboard`) and the shared machinery seen
+// through this service (`deadlines`, `tls`, and `tests/fleet.rs`) are tested in the workspace's
+// first service only: an added service's copy would run the same code again.
 mod dashboard;
 mod deadlines;
 mod errors;

@@ -5,13 +5,13 @@
 // The library is named after the service; the tests call it `server`.
 extern crate orders_server as server;
 
-mod deadlines;
+// What a real binary shows (`process`, `shutdown`, `dashboard`) and the shared machinery seen
+// through this service (`deadlines`, `tls`, and `tests/fleet.rs`) are tested in the workspace's
+// first service only: an added service's copy would run the same code again.
 mod errors;
 mod helpers;
 mod logs;
 mod metrics;
 mod neighbour;
-mod shutdown;
 mod stream_results;
-mod tls;
 mod traces;
