@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Adding an RPC takes two edits: one `rpc` line in the service's proto and one method in its
-# handler. This makes exactly those two edits on a copy of a render (default: the default
-# variant's), then proves nothing else is needed: every target builds with warnings as errors,
-# clippy is clean, the service's tests pass, and the new method is served, traced and measured
-# (ci/e2e/scenario_new_rpc.py against a real collector).
-# Usage: ci/add-rpc.sh [RENDER]
+# handler. This makes exactly those two edits on a fresh render, then proves nothing else is
+# needed: every target builds with warnings as errors, clippy is clean, the service's tests pass,
+# and the new method is served, traced and measured (ci/e2e/scenario_new_rpc.py against a real
+# collector).
+# The render is the default workspace (acme) with a service of another name, Ledger: the shared
+# crates come out byte for byte as in the default render, and the service's crates have names of
+# their own, so the edited proto never stands in for another render's in the shared target
+# directory (cargo hashes a path crate by its path inside the workspace, and would take a build
+# script's output as fresh for another render's older, unchanged proto).
+# Usage: ci/add-rpc.sh
 source "$(dirname "$0")/lib.sh"
-src=${1:-$WORK/variants/default/acme}
-[[ -f $src/Cargo.toml ]] || die "no render at $src (run ci/variants.sh default first)"
-dest=$WORK/add-rpc/$(basename "$src")
+ensure_cargo_generate
+dest=$WORK/add-rpc
 rm -rf "$dest"
 mkdir -p "$dest"
-(cd "$src" && tar --exclude=./target -cf - .) | (cd "$dest" && tar -xf -)
-cd "$dest"
-service=$(basename crates/*-server | sed 's/-server$//')
+(cd "$dest" && CARGO_NAME="Template CI" CARGO_EMAIL="ci@example.invalid" \
+    "$CARGO_GENERATE" generate --path "$REPO" --name acme --define service_name=Ledger \
+    --silent --vcs none >/dev/null)
+cd "$dest/acme"
+service=ledger
 proto=$(find "crates/$service-proto/proto" -name '*.proto' | head -1)
 handler=crates/$service-server/src/service.rs
 
@@ -48,7 +54,6 @@ method = '''    async fn lookup_request(
 open(path, "w").write(text.replace(anchor, anchor + method, 1))
 PY
 echo "added LookupRequest: $proto, $handler"
-git diff --no-index --stat "$src/crates" "$dest/crates" -- 2>/dev/null | tail -1 || true
 
 export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
 step "add-rpc: every target builds (-D warnings, --locked)"
@@ -61,5 +66,6 @@ timed cargo test --locked -p "$service-server" -p "$service-client"
 step "add-rpc: the new method is served, traced and measured"
 ensure_rotel
 ensure_h2load
-timed "$ROTEL_VENV/bin/python" "$REPO/ci/e2e/scenario_new_rpc.py" --bin-dir "$CARGO_TARGET_DIR/debug" \
-    --no-snapshot --method LookupRequest --workdir "$WORK/add-rpc/scenario"
+timed "$ROTEL_VENV/bin/python" "$REPO/ci/e2e/scenario_new_rpc.py" \
+    --server-bin "$CARGO_TARGET_DIR/debug/$service-server" --client-bin "$CARGO_TARGET_DIR/debug/$service-client" \
+    --grpc-service ledger.v1.Ledger --no-snapshot --method LookupRequest --workdir "$WORK/add-rpc/scenario"
