@@ -22,8 +22,6 @@ mod providers;
 mod runtime;
 pub mod settings;
 mod subscriber;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod tls;
 
 use std::time::Duration;
@@ -47,6 +45,18 @@ pub fn bounded(value: &str) -> &str {
     match value.char_indices().nth(MAX_VALUE_CHARS) {
         Some((end, _)) => &value[..end],
         None => value,
+    }
+}
+
+/// Reads `rust_log` as [`init`] reads `RUST_LOG`: the filter it installs, or the warning it would
+/// write before falling back to its default filter (a configuration check, or a test that the
+/// documented values are accepted).
+pub fn log_filter(rust_log: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    let mut warnings = Vec::new();
+    let filter = subscriber::log_filter(Some(rust_log), &mut warnings);
+    match warnings.into_iter().next() {
+        Some(warning) => Err(warning),
+        None => Ok(filter),
     }
 }
 
@@ -89,7 +99,13 @@ pub struct Telemetry {
     endpoint: Option<String>,
     span_lines: Option<bool>,
     cli: CliOptions,
+    exporters: Option<BuildProviders>,
 }
+
+/// Builds the three pipelines from the settings and the Resource.
+type BuildProviders = Box<
+    dyn FnOnce(&Settings, &opentelemetry_sdk::Resource, &mut Vec<String>) -> providers::Providers,
+>;
 
 /// What a command-line tool sets differently from a server (see [`Telemetry::human_lines`],
 /// [`Telemetry::defer_diagnostics`], [`Telemetry::shutdown_budget`]).
@@ -121,6 +137,7 @@ impl Telemetry {
             endpoint: None,
             span_lines: None,
             cli: CliOptions::default(),
+            exporters: None,
         }
     }
 
@@ -176,21 +193,33 @@ impl Telemetry {
         self
     }
 
-    /// Installs everything globally and returns the guard that shuts it down.
-    pub fn init(self) -> Result<TelemetryGuard, InitError> {
-        self.init_with(providers::build)
+    /// Sends the three signals to these exporters instead of OTLP, through the same batch
+    /// pipelines (benchmarks discard what they are given; a test may keep it in memory). The
+    /// `OTEL_*` export settings then apply only where the pipelines read them (the metric
+    /// interval).
+    pub fn exporters(
+        mut self,
+        spans: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+        metrics: impl opentelemetry_sdk::metrics::exporter::PushMetricExporter,
+        logs: impl opentelemetry_sdk::logs::LogExporter + 'static,
+    ) -> Self {
+        self.exporters = Some(Box::new(move |settings, resource, _warnings| {
+            providers::Providers {
+                tracer: Some(providers::tracer_provider(spans, resource)),
+                meter: Some(providers::meter_provider(metrics, settings, resource)),
+                logger: Some(providers::logger_provider(logs, resource)),
+                propagation_only: false,
+            }
+        }));
+        self
     }
 
-    /// [`Self::init`] with the providers built by `build` (the micro-benchmarks' exporters
-    /// discard what they are given).
-    pub(crate) fn init_with(
-        self,
-        build: impl FnOnce(
-            &Settings,
-            &opentelemetry_sdk::Resource,
-            &mut Vec<String>,
-        ) -> providers::Providers,
-    ) -> Result<TelemetryGuard, InitError> {
+    /// Installs everything globally and returns the guard that shuts it down.
+    pub fn init(mut self) -> Result<TelemetryGuard, InitError> {
+        let build: BuildProviders = self
+            .exporters
+            .take()
+            .unwrap_or_else(|| Box::new(providers::build));
         let mut settings = Settings::from_lookup(defaults::DEFAULTS, &self.env);
         if let Some(base) = &self.endpoint {
             settings.override_endpoint(base);

@@ -287,7 +287,7 @@ pub(crate) fn pem_file(lookup: impl Fn(&str) -> Option<String>, name: &str) -> O
         .map(|value| PemFile::new(name, Path::new(&value)))
 }
 
-#[cfg(all(test, feature = "testing"))]
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
@@ -296,7 +296,7 @@ mod tests {
     use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 
     use crate::settings::Settings;
-    use crate::testing::{Pki, Receiver};
+    use telemetry_testing::{Pki, Receiver};
 
     /// Builds the three OTLP exporters with `env`, sends one span, one log record and one metric
     /// point, and flushes; returns the warnings and the shutdown's problems.

@@ -1,6 +1,6 @@
 //! What telemetry costs per call, in ns, so a regression shows in review: `cargo bench -p telemetry`.
 //!
-//! Every benchmark runs with what a service installs (`telemetry::testing::init_discarding`): the
+//! Every benchmark runs with what a service installs (`telemetry_testing::init_discarding`): the
 //! real subscriber, the three batch pipelines with exporters that discard, and the bunyan lines
 //! written to a sink. Batches leave on the pipelines' own threads, so on a machine with one core
 //! their cost shows here too; ci/bench.sh measures whole calls over the network.
@@ -29,7 +29,7 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 fn telemetry() {
     static GUARD: OnceLock<telemetry::TelemetryGuard> = OnceLock::new();
     GUARD.get_or_init(|| {
-        telemetry::testing::init_discarding("bench", BoxMakeWriter::new(std::io::sink)).unwrap()
+        telemetry_testing::init_discarding("bench", BoxMakeWriter::new(std::io::sink)).unwrap()
     });
 }
 

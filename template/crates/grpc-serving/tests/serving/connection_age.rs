@@ -18,7 +18,7 @@ async fn an_aged_connection_closes_gracefully_and_the_client_reconnects() {
         .await
         .expect("the client reconnects");
 
-    let port = |spans: Vec<telemetry::testing::ReceivedSpan>| {
+    let port = |spans: Vec<telemetry_testing::ReceivedSpan>| {
         spans[0]
             .attributes
             .get("network.peer.port")

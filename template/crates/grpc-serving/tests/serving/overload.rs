@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use telemetry::testing::{ARRIVAL, check_attributes};
+use telemetry_testing::{ARRIVAL, check_attributes};
 use tonic::Code;
 
 use crate::support::{

@@ -2,7 +2,7 @@
 //! malformed one starts a new trace, never fails the call and never breaks a log line. The calls are made without the
 //! client layer, with hand-written headers.
 
-use telemetry::testing::{ARRIVAL, ReceivedSpan};
+use telemetry_testing::{ARRIVAL, ReceivedSpan};
 use tonic::Request;
 
 use crate::support::{TestServer, call_with, full, world};

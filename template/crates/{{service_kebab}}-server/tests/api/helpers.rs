@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-pub(crate) use telemetry::testing::{ARRIVAL, World, check_attributes, span};
+pub(crate) use telemetry_testing::{ARRIVAL, World, check_attributes, span};
 
 /// The test binary's telemetry, exported to an in-process receiver and captured as JSON lines.
 pub(crate) fn world() -> &'static World {
-    telemetry::testing::world(proto::SERVICE_NAME)
+    telemetry_testing::world(proto::SERVICE_NAME)
 }
 
 /// A server running in the test's runtime, and a client connected to it.

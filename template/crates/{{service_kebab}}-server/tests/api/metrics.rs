@@ -1,7 +1,7 @@
 //! The seed's metrics and the RPC conventions' duration histograms, by name, unit and attributes;
 //! health checks are not counted.
 
-use telemetry::testing::ReceivedPoint;
+use telemetry_testing::ReceivedPoint;
 
 use crate::helpers::{ARRIVAL, method, metric, spawn_app, unique_id, world};
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use telemetry::testing::{Pki, Receiver};
+use telemetry_testing::{Pki, Receiver};
 
 use crate::helpers::{ServerProcess, span, spawn_app_tls, unique_id, world};
 

@@ -209,7 +209,7 @@ async fn a_replica_added_to_discovery_gets_calls_within_two_resolve_intervals() 
 
 #[tokio::test]
 async fn over_tls_every_replica_is_verified_against_the_host_name() {
-    let pki = telemetry::testing::Pki::new().unwrap();
+    let pki = telemetry_testing::Pki::new().unwrap();
     let identity = || {
         tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
             pki.read("server.pem"),

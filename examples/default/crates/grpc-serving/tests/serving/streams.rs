@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use telemetry::testing::{ARRIVAL, ReceivedPoint, ReceivedSpan, now_nanos, wait_until};
+use telemetry_testing::{ARRIVAL, ReceivedPoint, ReceivedSpan, now_nanos, wait_until};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;

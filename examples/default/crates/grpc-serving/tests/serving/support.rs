@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use telemetry::grpc::{GrpcClientLayer, GrpcClientService};
-use telemetry::testing::{ARRIVAL, ReceivedSpan, World, wait_until};
+use telemetry_testing::{ARRIVAL, ReceivedSpan, World, wait_until};
 use tokio::sync::oneshot;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
@@ -50,7 +50,7 @@ const METHODS: [&str; 13] = [
 
 /// The test binary's telemetry, exported to an in-process receiver and captured as JSON lines.
 pub(crate) fn world() -> &'static World {
-    telemetry::testing::world("grpc-serving-tests")
+    telemetry_testing::world("grpc-serving-tests")
 }
 
 /// `rpc.method` of one of the test service's methods.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use promql_parser::parser::{Expr, parse};
 use promql_parser::util::{ExprVisitor, walk_expr};
-use telemetry::testing::{ReceivedPoint, Receiver};
+use telemetry_testing::{ReceivedPoint, Receiver};
 
 use crate::helpers::{ServerProcess, unique_id};
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use telemetry::testing::Receiver;
+use telemetry_testing::Receiver;
 
 use crate::helpers::{ServerProcess, metric, unique_id};
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use telemetry::testing::{ReceivedSpan, now_nanos, wait_until};
+use telemetry_testing::{ReceivedSpan, now_nanos, wait_until};
 
 use crate::helpers::{
     ARRIVAL, check_attributes, span, spawn_app, spawn_app_with, unique_id, world,

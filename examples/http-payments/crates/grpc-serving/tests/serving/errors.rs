@@ -2,7 +2,7 @@
 //! the limit is RESOURCE_EXHAUSTED (not tonic's OUT_OF_RANGE), and a method the service does not
 //! have is UNIMPLEMENTED, named `_OTHER` so made-up paths mint no span names or metric series.
 
-use telemetry::testing::{ARRIVAL, check_attributes};
+use telemetry_testing::{ARRIVAL, check_attributes};
 use tonic::Code;
 use tonic_prost::ProstCodec;
 

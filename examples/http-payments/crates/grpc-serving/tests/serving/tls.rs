@@ -2,7 +2,7 @@
 //! TLS, and with a client CA (mutual TLS) it refuses a client that has no certificate. (What a
 //! service's client does with TLS is tested with that client.)
 
-use telemetry::testing::Pki;
+use telemetry_testing::Pki;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::support::{TestServer, assert_serving, call, full, world};

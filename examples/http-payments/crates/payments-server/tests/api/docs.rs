@@ -61,7 +61,7 @@ async fn every_documented_rust_log_example_selects_lines_the_service_writes() {
         "the README shows a per-target example: {examples:?}"
     );
     for example in &examples {
-        telemetry::testing::rust_log_enables(example, "any", tracing::Level::INFO)
+        telemetry_testing::rust_log_enables(example, "any", tracing::Level::INFO)
             .unwrap_or_else(|e| panic!("the documented RUST_LOG={example} is refused: {e}"));
         for directive in example.split(',').filter(|d| d.contains('=')) {
             let (target, level) = directive.split_once('=').unwrap();
@@ -91,7 +91,7 @@ async fn every_documented_rust_log_example_selects_lines_the_service_writes() {
                 .parse()
                 .unwrap_or_else(|_| panic!("RUST_LOG={example}: {level:?} is no level"));
             assert_eq!(
-                telemetry::testing::rust_log_enables(example, real, level),
+                telemetry_testing::rust_log_enables(example, real, level),
                 Ok(true),
                 "RUST_LOG={example} does not write {real} at {level}"
             );

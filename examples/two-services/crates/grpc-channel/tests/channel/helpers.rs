@@ -1,15 +1,15 @@
 //! The test binary's telemetry (exported to an in-process OTLP receiver) and what the tests look
 //! for in it.
 
-use telemetry::testing::ReceivedSpan;
+use telemetry_testing::ReceivedSpan;
 
 use crate::service::SERVICE;
 
-pub(crate) use telemetry::testing::{ARRIVAL, World};
+pub(crate) use telemetry_testing::{ARRIVAL, World};
 
 /// The test binary's telemetry, started on first use.
 pub(crate) fn world() -> &'static World {
-    telemetry::testing::world("grpc-channel-tests")
+    telemetry_testing::world("grpc-channel-tests")
 }
 
 /// The span named `name` in `spans`.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use telemetry::testing::check_attributes;
+use telemetry_testing::check_attributes;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;

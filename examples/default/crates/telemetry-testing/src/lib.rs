@@ -1,6 +1,8 @@
-//! Test support (feature `testing`): an in-process OTLP receiver (gRPC and HTTP/protobuf on one
-//! port, plaintext or TLS) that keeps what it is sent, flattened for assertions, and a writer that
-//! captures the JSON log lines.
+//! Test support for the workspace's crates, a dev-dependency only: an in-process OTLP receiver
+//! (gRPC and HTTP/protobuf on one port, plaintext or TLS) that keeps what it is sent, flattened for
+//! assertions; a writer that captures the JSON log lines; a throwaway PKI; the [`World`] a test
+//! binary exports its telemetry to; and telemetry with exporters that discard, for benchmarks.
+//! It uses only the `telemetry` crate's public API.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -199,7 +201,7 @@ impl Receiver {
     /// Like [`Self::start`], over TLS with `identity`; with `client_ca` (PEM), only exporters that
     /// present a certificate it signed are served (mutual TLS).
     pub async fn start_tls(
-        identity: &crate::tls::Identity,
+        identity: &telemetry::tls::Identity,
         client_ca: Option<&[u8]>,
     ) -> std::io::Result<Self> {
         let mut config = tonic::transport::ServerTlsConfig::new().identity(identity.tonic());
@@ -577,26 +579,18 @@ impl opentelemetry_sdk::metrics::exporter::PushMetricExporter for Discard {
     }
 }
 
-/// Installs what [`crate::init`] installs — the subscriber, the three batch pipelines and the
-/// bunyan lines — with exporters that discard every batch and the lines written to `writer`, so a
-/// benchmark measures what a call costs the service, not the network or a collector.
+/// Installs what [`telemetry::init`] installs — the subscriber, the three batch pipelines and
+/// the bunyan lines — with exporters that discard every batch and the lines written to `writer`,
+/// so a benchmark measures what a call costs the service, not the network or a collector.
 pub fn init_discarding(
     service_name: &str,
     writer: BoxMakeWriter,
-) -> Result<crate::TelemetryGuard, crate::InitError> {
-    crate::Telemetry::builder(service_name, "bench")
+) -> Result<telemetry::TelemetryGuard, telemetry::InitError> {
+    telemetry::Telemetry::builder(service_name, "bench")
         .writer(writer)
         .env(|name| (name == "RUST_LOG").then(|| "info".to_owned()))
-        .init_with(
-            |settings, resource, _warnings| crate::providers::Providers {
-                tracer: Some(crate::providers::tracer_provider(Discard, resource)),
-                meter: Some(crate::providers::meter_provider(
-                    Discard, settings, resource,
-                )),
-                logger: Some(crate::providers::logger_provider(Discard, resource)),
-                propagation_only: false,
-            },
-        )
+        .exporters(Discard, Discard, Discard)
+        .init()
 }
 
 /// Whether `rust_log`, read as the service reads `RUST_LOG`, writes events of `target` at `level`;
@@ -606,12 +600,7 @@ pub fn rust_log_enables(
     target: &str,
     level: tracing::Level,
 ) -> Result<bool, String> {
-    let mut warnings = Vec::new();
-    let filter = crate::subscriber::log_filter(Some(rust_log), &mut warnings);
-    match warnings.first() {
-        Some(warning) => Err(warning.clone()),
-        None => Ok(filter.would_enable(target, &level)),
-    }
+    telemetry::log_filter(rust_log).map(|filter| filter.would_enable(target, &level))
 }
 
 /// A throwaway PKI for TLS tests, made on the spot (nothing that could expire is committed): a CA,
@@ -672,10 +661,13 @@ impl Pki {
     }
 
     /// `server.pem` with `server.key`, or `client.pem` with `client.key` (`who`: server, client).
-    pub fn identity(&self, who: &str) -> Result<crate::tls::Identity, crate::tls::TlsError> {
-        crate::tls::Identity::load(
-            &crate::tls::PemFile::new("cert", self.path(&format!("{who}.pem"))),
-            &crate::tls::PemFile::new("key", self.path(&format!("{who}.key"))),
+    pub fn identity(
+        &self,
+        who: &str,
+    ) -> Result<telemetry::tls::Identity, telemetry::tls::TlsError> {
+        telemetry::tls::Identity::load(
+            &telemetry::tls::PemFile::new("cert", self.path(&format!("{who}.pem"))),
+            &telemetry::tls::PemFile::new("key", self.path(&format!("{who}.key"))),
         )
     }
 }
@@ -722,7 +714,7 @@ pub struct World {
     pub receiver: Receiver,
     /// The JSON lines the test binary's telemetry wrote.
     pub capture: Capture,
-    guard: crate::TelemetryGuard,
+    guard: telemetry::TelemetryGuard,
 }
 
 /// The test binary's [`World`], started on first use with `service_name` as `service.name`
@@ -745,7 +737,7 @@ pub fn world(service_name: &'static str) -> &'static World {
                 let receiver = Receiver::start().await.unwrap();
                 let capture = Capture::default();
                 let endpoint = receiver.endpoint();
-                let guard = crate::Telemetry::builder(service_name, "test")
+                let guard = telemetry::Telemetry::builder(service_name, "test")
                     .writer(capture.make_writer())
                     .otlp_endpoint(endpoint)
                     .env(move |name| match name {
