@@ -64,6 +64,10 @@ step "adding an RPC is two edits: one rpc line, one handler method (ci/add-rpc.s
 timed bash "$REPO/ci/add-rpc.sh"
 passed
 
+step "a workspace follows its template: scripts/update-template merges a newer template, keeps the team's edits (ci/update-template.sh)"
+timed bash "$REPO/ci/update-template.sh"
+passed
+
 step "the same render through --git"
 (cd "$WORK" && rm -rf via-git && mkdir via-git && cd via-git \
     && CARGO_NAME="Template CI" CARGO_EMAIL="ci@example.invalid" \
