@@ -33,7 +33,7 @@ git -C "$tmpl" ls-files -z | (cd "$tmpl" && xargs -0 rm -f)
 (cd "$REPO" && git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do
     [[ -e $f ]] && printf '%s\0' "$f"; done) | tar -C "$REPO" --null -T - -cf - | tar -C "$tmpl" -xf -
 git -C "$tmpl" add -A
-git -C "$tmpl" commit -qm "the template as on disk" || true
+git -C "$tmpl" commit -qm "the template as on disk" >/dev/null || true
 tmpl=$(cd "$tmpl" && pwd -P)
 rev1=$(git -C "$tmpl" rev-parse HEAD)
 
