@@ -101,18 +101,23 @@ if [ -n "$given" ]; then
     else
         source=$given
     fi
-    if [ "$kind" = path ] || { [ -n "$local_dir" ] && [ -z "$ref_kind" ]; }; then
+    if [ "$kind" = path ]; then
+        # --path copies the checkout's files as they are: its HEAD, unless they differ from it.
         revision=$(git -C "$source" rev-parse --verify -q 'HEAD^{commit}' 2>/dev/null || true)
         if [ -z "$revision" ]; then
             note="$source is not a git checkout: no commit to record"
         elif [ -n "$(git -C "$source" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
             note="$source has uncommitted changes: recorded its HEAD, $revision, which does not hold them"
         fi
+    elif [ -n "$local_dir" ]; then
+        # --git with a local repository: the commit its ref names (HEAD when none), in full.
+        revision=$(git -C "$source" rev-parse --verify -q "${ref:-HEAD}^{commit}" 2>/dev/null || true)
+        [ -n "$revision" ] || note="$source has no commit ${ref:-HEAD}"
     else
         case $ref_kind in
             branch) revision=$(git ls-remote "$source" "refs/heads/$ref" 2>/dev/null | cut -f1 | head -1) ;;
             tag) revision=$(git ls-remote "$source" "refs/tags/$ref^{}" "refs/tags/$ref" 2>/dev/null | sort -k2 -r | cut -f1 | head -1) ;;
-            revision) revision=$ref ;;
+            revision) revision=$ref ;;   # as given: scripts/update-template resolves it in its clone
             *) revision=$(git ls-remote "$source" HEAD 2>/dev/null | cut -f1 | head -1) ;;
         esac
         [ -n "$revision" ] || note="git ls-remote $source found no commit for ${ref:-HEAD}"
