@@ -56,9 +56,9 @@ passed
 default=$WORK/variants/default/acme
 
 step "a service holds only its own code: lines of Rust per service, none of the shared crates' files in one"
-# The issue's goal is 1,500 and no file in two services (--fail-on-same); the example flow and its
-# tests are still rendered into every service, so today's bound is 3,500 lines per service.
-python3 "$REPO/ci/service_size.py" "$WORK/variants/two-services/shop" --max-lines 3500
+# An added service starts from the unary example alone: 1,500 lines at most. The first service also
+# holds the server-stream example and the tests of what every service shares: 3,500.
+python3 "$REPO/ci/service_size.py" "$WORK/variants/two-services/shop" --first my-service --first-max-lines 3500 --max-lines 1500
 passed
 
 step "adding an RPC is two edits: one rpc line, one handler method (ci/add-rpc.sh)"

@@ -5,9 +5,9 @@
 //! retried when its method is idempotent and a replica was unavailable (see [`retry`]): every
 //! method of [`Client::generated`] has all of it, a new RPC included. What is this service's own
 //! is here: [`SERVICE`] (what the machinery needs to know of it), shorthands for the example's
-//! methods that name the request id on the span, and the load mode's calls ([`load`]).
+//! methods that name the request id on the span, and the calls its CLI makes ([`call`]).
 
-pub mod load;
+pub mod call;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +22,13 @@ pub use grpc_channel::{
     retry,
 };
 
+{%- if is_init %}
+pub use proto::{DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME};
+{%- else %}
 pub use proto::{
     DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME, StreamRequest, StreamResult,
 };
+{%- endif %}
 
 /// The service as the shared machinery knows it: its gRPC name (paths, health), its metric
 /// prefix, and the methods its proto marks idempotent.
@@ -143,6 +147,7 @@ impl Client {
         request.extensions_mut().insert(attributes);
         Ok(self.inner.process_request(request).await?.into_inner())
     }
+{%- unless is_init %}
 
     /// Calls `StreamResults`: asks for `count` results of `id`, `interval` apart, and returns the
     /// stream of results (read it with `.message().await` until `None`; an error ends it). The
@@ -166,6 +171,7 @@ impl Client {
         request.extensions_mut().insert(attributes);
         Ok(self.inner.stream_results(request).await?.into_inner())
     }
+{%- endunless %}
 }
 
 /// What a request's extension puts on its CLIENT span: the request id it carries.
@@ -181,9 +187,16 @@ mod tests {
     use super::SERVICE;
 
     #[test]
+{%- if is_init %}
+    fn the_example_rpc_is_idempotent() {
+        assert!(SERVICE.is_idempotent("ProcessRequest"));
+        assert!(!SERVICE.is_idempotent("Process"));
+    }
+{%- else %}
     fn the_example_rpc_is_idempotent_and_the_stream_is_not() {
         assert!(SERVICE.is_idempotent("ProcessRequest"));
         assert!(!SERVICE.is_idempotent("StreamResults"));
         assert!(!SERVICE.is_idempotent("Process"));
     }
+{%- endif %}
 }

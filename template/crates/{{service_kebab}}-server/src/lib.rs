@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 pub use config::{Config, DEFAULT_DB_LATENCY_MS};
 pub use error::ProcessError;
 pub use grpc_serving::{Deadline, shutdown_signal};
+{%- unless is_init %}
 pub use service::{MAX_STREAM_COUNT, MAX_STREAM_INTERVAL_MS};
+{%- endunless %}
 
 /// Serves the service on `listener` until `shutdown` completes, then drains (see
 /// [`grpc_serving::Server::serve`]).

@@ -1,26 +1,39 @@
-//! The example RPCs: the seed's `ProcessRequest` flow, and `StreamResults`, the same work as a
-//! server stream. Each RPC's own span, metrics and status come from
-//! `telemetry::grpc::GrpcServerLayer`, to the end of a stream; these handlers add only their
-//! inner spans and log lines.
+{%- if is_init -%}
+//! The service's RPC: `ProcessRequest`, the flow of the Python grpclib reference service (its
+//! own span, metrics and status come from `telemetry::grpc::GrpcServerLayer`; the handler adds
+//! only its inner spans and log lines). Replace it with the service's own work; add an RPC with
+//! an `rpc` line in the proto and a method in the `impl` below.
+{%- else -%}
+//! The example RPCs: `ProcessRequest`, the flow of the Python grpclib reference service, and
+//! `StreamResults`, the same work as a server stream. Each RPC's own span, metrics and status
+//! come from `telemetry::grpc::GrpcServerLayer`, to the end of a stream; these handlers add only
+//! their inner spans and log lines.
+{%- endif %}
 
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
+{%- if is_init %}
+use proto::{MyRequest, MyResponse};
+{%- else %}
 use proto::{MyRequest, MyResponse, StreamRequest, StreamResult};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+{%- endif %}
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::Config;
 use crate::error::ProcessError;
+{%- unless is_init %}
 
 /// The most results one `StreamResults` call may ask for: a stream's work stays bounded.
 pub const MAX_STREAM_COUNT: u32 = 1000;
 
 /// The longest pause between two results a `StreamResults` call may ask for, in milliseconds.
 pub const MAX_STREAM_INTERVAL_MS: u32 = 10_000;
+{%- endunless %}
 
 /// Implements the service's RPCs.
 #[derive(Clone, Debug)]
@@ -77,6 +90,7 @@ impl Handler {
         }
         Ok("success".into())
     }
+{%- unless is_init %}
 
     /// Sends the results of one `StreamResults` call into `sender`, one `stream-result` span
     /// each; ends after the last one, after the first failure (sent as the stream's status), or
@@ -136,6 +150,7 @@ impl Handler {
             }
         }
     }
+{%- endunless %}
 }
 
 /// The span of one (simulated) database query.
@@ -162,6 +177,7 @@ fn record_failure(error: &ProcessError) {
     );
     span.set_status(opentelemetry::trace::Status::error(error.to_string()));
 }
+{%- unless is_init %}
 
 /// Checks a `StreamResults` request before any work starts.
 fn validate(request: &StreamRequest) -> Result<(), ProcessError> {
@@ -182,6 +198,7 @@ fn validate(request: &StreamRequest) -> Result<(), ProcessError> {
     }
     Ok(())
 }
+{%- endunless %}
 
 #[tonic::async_trait]
 impl proto::Service for Handler {
@@ -203,6 +220,7 @@ impl proto::Service for Handler {
             .await?;
         Ok(Response::new(response))
     }
+{%- unless is_init %}
 
     type StreamResultsStream = ReceiverStream<Result<StreamResult, Status>>;
 
@@ -228,4 +246,5 @@ impl proto::Service for Handler {
         tokio::spawn(self.clone().stream(request, sender).in_current_span());
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
+{%- endunless %}
 }

@@ -2,14 +2,15 @@
 //! [`Connection`] connects with a timeout (to one address, or balancing over the healthy replicas
 //! a name resolves to, see [`discovery`]), every call through it goes through the telemetry layer
 //! (CLIENT span, W3C trace propagation, client metrics), has a deadline, and is retried when its
-//! method is idempotent and a replica was unavailable (see [`retry`]). [`load`] is the load mode
-//! of the services' CLIs.
+//! method is idempotent and a replica was unavailable (see [`retry`]). [`cli`] is what the
+//! services' command-line clients share, [`load`] their load mode.
 //!
 //! Nothing here knows a service: what the machinery needs of one (its gRPC name, its metric
 //! prefix, its idempotent methods) comes in as a [`ServiceInfo`]. Deadlines and retries are a
 //! layer on the channel ([`RetryChannel`]), so the service's generated client over
 //! [`Connection::channel`] is a typed client with all of it: a new RPC needs no client code.
 
+pub mod cli;
 pub mod discovery;
 pub mod load;
 pub mod replay;

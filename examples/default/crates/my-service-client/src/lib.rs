@@ -5,9 +5,9 @@
 //! retried when its method is idempotent and a replica was unavailable (see [`retry`]): every
 //! method of [`Client::generated`] has all of it, a new RPC included. What is this service's own
 //! is here: [`SERVICE`] (what the machinery needs to know of it), shorthands for the example's
-//! methods that name the request id on the span, and the load mode's calls ([`load`]).
+//! methods that name the request id on the span, and the calls its CLI makes ([`call`]).
 
-pub mod load;
+pub mod call;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,6 @@ pub use grpc_channel::{
     Balancing, CallSettings, ConnectError, Discovery, LbPolicy, SettingsError, Tls, discovery,
     retry,
 };
-
 pub use proto::{
     DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME, StreamRequest, StreamResult,
 };

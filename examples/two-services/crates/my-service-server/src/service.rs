@@ -1,7 +1,7 @@
-//! The example RPCs: the seed's `ProcessRequest` flow, and `StreamResults`, the same work as a
-//! server stream. Each RPC's own span, metrics and status come from
-//! `telemetry::grpc::GrpcServerLayer`, to the end of a stream; these handlers add only their
-//! inner spans and log lines.
+//! The example RPCs: `ProcessRequest`, the flow of the Python grpclib reference service, and
+//! `StreamResults`, the same work as a server stream. Each RPC's own span, metrics and status
+//! come from `telemetry::grpc::GrpcServerLayer`, to the end of a stream; these handlers add only
+//! their inner spans and log lines.
 
 use std::time::{Duration, Instant};
 

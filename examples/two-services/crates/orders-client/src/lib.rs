@@ -5,9 +5,9 @@
 //! retried when its method is idempotent and a replica was unavailable (see [`retry`]): every
 //! method of [`Client::generated`] has all of it, a new RPC included. What is this service's own
 //! is here: [`SERVICE`] (what the machinery needs to know of it), shorthands for the example's
-//! methods that name the request id on the span, and the load mode's calls ([`load`]).
+//! methods that name the request id on the span, and the calls its CLI makes ([`call`]).
 
-pub mod load;
+pub mod call;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +21,7 @@ pub use grpc_channel::{
     Balancing, CallSettings, ConnectError, Discovery, LbPolicy, SettingsError, Tls, discovery,
     retry,
 };
-
-pub use proto::{
-    DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME, StreamRequest, StreamResult,
-};
+pub use proto::{DEFAULT_PORT, GRPC_SERVICE, MyRequest, MyResponse, SERVICE_NAME};
 
 /// The service as the shared machinery knows it: its gRPC name (paths, health), its metric
 /// prefix, and the methods its proto marks idempotent.
@@ -143,29 +140,6 @@ impl Client {
         request.extensions_mut().insert(attributes);
         Ok(self.inner.process_request(request).await?.into_inner())
     }
-
-    /// Calls `StreamResults`: asks for `count` results of `id`, `interval` apart, and returns the
-    /// stream of results (read it with `.message().await` until `None`; an error ends it). The
-    /// call's CLIENT span lasts until the stream ends, or until it is dropped (CANCELLED). The
-    /// call's deadline covers the whole stream: a stream still going when it passes ends with
-    /// DEADLINE_EXCEEDED (ask a longer one with [`Client::with_timeout`]). `StreamResults` is not
-    /// marked idempotent in the proto, so it is never retried.
-    pub async fn stream_results(
-        &mut self,
-        id: impl Into<String>,
-        count: u32,
-        interval: Duration,
-    ) -> Result<tonic::Streaming<StreamResult>, tonic::Status> {
-        let id = id.into();
-        let attributes = span_attributes(&id);
-        let mut request = tonic::Request::new(StreamRequest {
-            id,
-            count,
-            interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
-        });
-        request.extensions_mut().insert(attributes);
-        Ok(self.inner.stream_results(request).await?.into_inner())
-    }
 }
 
 /// What a request's extension puts on its CLIENT span: the request id it carries.
@@ -181,9 +155,8 @@ mod tests {
     use super::SERVICE;
 
     #[test]
-    fn the_example_rpc_is_idempotent_and_the_stream_is_not() {
+    fn the_example_rpc_is_idempotent() {
         assert!(SERVICE.is_idempotent("ProcessRequest"));
-        assert!(!SERVICE.is_idempotent("StreamResults"));
         assert!(!SERVICE.is_idempotent("Process"));
     }
 }

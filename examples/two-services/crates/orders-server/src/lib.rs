@@ -14,7 +14,6 @@ use tokio::net::TcpListener;
 pub use config::{Config, DEFAULT_DB_LATENCY_MS};
 pub use error::ProcessError;
 pub use grpc_serving::{Deadline, shutdown_signal};
-pub use service::{MAX_STREAM_COUNT, MAX_STREAM_INTERVAL_MS};
 
 /// Serves the service on `listener` until `shutdown` completes, then drains (see
 /// [`grpc_serving::Server::serve`]).

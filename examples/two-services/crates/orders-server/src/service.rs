@@ -1,26 +1,18 @@
-//! The example RPCs: the seed's `ProcessRequest` flow, and `StreamResults`, the same work as a
-//! server stream. Each RPC's own span, metrics and status come from
-//! `telemetry::grpc::GrpcServerLayer`, to the end of a stream; these handlers add only their
-//! inner spans and log lines.
+//! The service's RPC: `ProcessRequest`, the flow of the Python grpclib reference service (its
+//! own span, metrics and status come from `telemetry::grpc::GrpcServerLayer`; the handler adds
+//! only its inner spans and log lines). Replace it with the service's own work; add an RPC with
+//! an `rpc` line in the proto and a method in the `impl` below.
 
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use proto::{MyRequest, MyResponse, StreamRequest, StreamResult};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use proto::{MyRequest, MyResponse};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::Config;
 use crate::error::ProcessError;
-
-/// The most results one `StreamResults` call may ask for: a stream's work stays bounded.
-pub const MAX_STREAM_COUNT: u32 = 1000;
-
-/// The longest pause between two results a `StreamResults` call may ask for, in milliseconds.
-pub const MAX_STREAM_INTERVAL_MS: u32 = 10_000;
 
 /// Implements the service's RPCs.
 #[derive(Clone, Debug)]
@@ -77,65 +69,6 @@ impl Handler {
         }
         Ok("success".into())
     }
-
-    /// Sends the results of one `StreamResults` call into `sender`, one `stream-result` span
-    /// each; ends after the last one, after the first failure (sent as the stream's status), or
-    /// as soon as the caller stops listening (cancelled, deadline passed), so that neither the
-    /// work nor the call's span outlives the call.
-    async fn stream(
-        self,
-        request: StreamRequest,
-        sender: mpsc::Sender<Result<StreamResult, Status>>,
-    ) {
-        let started = Instant::now();
-        let count = request.count;
-        let interval = Duration::from_millis(u64::from(request.interval_ms));
-        // Whether the caller listened to the end (or to the failure).
-        let produce = async {
-            for sequence in 1..=count {
-                let span = tracing::info_span!("stream-result", result.sequence = sequence);
-                let result = self.stream_step(sequence, count).instrument(span).await;
-                let failed = result.is_err();
-                // The error becomes a `Status` in error.rs, like the unary call's `?`.
-                if sender.send(result.map_err(Status::from)).await.is_err() {
-                    return false;
-                }
-                if failed {
-                    return true;
-                }
-                if sequence < count && !interval.is_zero() {
-                    tokio::time::sleep(interval).await;
-                }
-            }
-            tracing::info!(
-                "Streamed {count} results in {:.3}s",
-                started.elapsed().as_secs_f64()
-            );
-            true
-        };
-        let listened = tokio::select! {
-            listened = produce => listened,
-            () = sender.closed() => false,
-        };
-        if !listened {
-            tracing::info!("The caller stopped listening; stream ended");
-        }
-    }
-
-    /// One result of a stream: the same query as `ProcessRequest`, inside the result's span.
-    async fn stream_step(&self, sequence: u32, count: u32) -> Result<StreamResult, ProcessError> {
-        match self.query().instrument(database_query_span()).await {
-            Ok(result) => {
-                tracing::info!("Result {sequence} of {count} ready");
-                Ok(StreamResult { sequence, result })
-            }
-            Err(error) => {
-                record_failure(&error);
-                tracing::error!("Result {sequence} of {count} failed: {error}");
-                Err(error)
-            }
-        }
-    }
 }
 
 /// The span of one (simulated) database query.
@@ -163,26 +96,6 @@ fn record_failure(error: &ProcessError) {
     span.set_status(opentelemetry::trace::Status::error(error.to_string()));
 }
 
-/// Checks a `StreamResults` request before any work starts.
-fn validate(request: &StreamRequest) -> Result<(), ProcessError> {
-    if request.id.is_empty() {
-        return Err(ProcessError::EmptyId);
-    }
-    if !(1..=MAX_STREAM_COUNT).contains(&request.count) {
-        return Err(ProcessError::InvalidCount {
-            count: request.count,
-            max: MAX_STREAM_COUNT,
-        });
-    }
-    if request.interval_ms > MAX_STREAM_INTERVAL_MS {
-        return Err(ProcessError::InvalidInterval {
-            interval_ms: request.interval_ms,
-            max: MAX_STREAM_INTERVAL_MS,
-        });
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl proto::Service for Handler {
     async fn process_request(
@@ -202,30 +115,5 @@ impl proto::Service for Handler {
             .instrument(span)
             .await?;
         Ok(Response::new(response))
-    }
-
-    type StreamResultsStream = ReceiverStream<Result<StreamResult, Status>>;
-
-    async fn stream_results(
-        &self,
-        request: Request<StreamRequest>,
-    ) -> Result<Response<Self::StreamResultsStream>, Status> {
-        let request = request.into_inner();
-        // As in `process_request`, the current span is the call's SERVER span; it stays open
-        // until the stream's last message, whatever this function does.
-        let shown = telemetry::bounded(&request.id);
-        Span::current().set_attribute("request.id", shown.to_owned());
-        if let Err(error) = validate(&request) {
-            tracing::warn!("Stream request rejected: {error}");
-            return Err(error.into());
-        }
-        tracing::info!("Streaming {} results for request: {shown}", request.count);
-
-        // One result waits in the channel at most: the stream goes at the caller's pace.
-        let (sender, receiver) = mpsc::channel(1);
-        // The task runs outside this call's future: `in_current_span` carries the SERVER span
-        // (and so the trace) into it, so its spans and log lines are the call's children.
-        tokio::spawn(self.clone().stream(request, sender).in_current_span());
-        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

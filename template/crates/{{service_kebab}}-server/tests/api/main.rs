@@ -5,14 +5,17 @@
 // The library is named after the service; the tests call it `server`.
 extern crate {{service_snake}}_server as server;
 
-// What a real binary shows (`process`, `shutdown`, `dashboard`) and the shared machinery seen
-// through this service (`deadlines`, `tls`, and `tests/fleet.rs`) are tested in the workspace's
-// first service only: an added service's copy would run the same code again.
+// What a real binary shows (`process`, `shutdown`, `dashboard`), the shared machinery seen
+// through this service (`deadlines`, `tls`, and `tests/fleet.rs`) and the workspace's documents
+// (`docs`) are tested in the workspace's first service only: an added service's copy would run
+// the same code again. So is the server-stream example (`stream_results`), which an added
+// service does not have.
 {%- unless is_init %}
 mod dashboard;
 {%- endunless %}
 {%- unless is_init %}
 mod deadlines;
+mod docs;
 {%- endunless %}
 mod errors;
 mod helpers;
@@ -25,8 +28,8 @@ mod neighbour;
 mod process;
 mod shutdown;
 {%- endunless %}
-mod stream_results;
 {%- unless is_init %}
+mod stream_results;
 mod tls;
 {%- endunless %}
 mod traces;

@@ -5,11 +5,14 @@
 // The library is named after the service; the tests call it `server`.
 extern crate my_service_server as server;
 
-// What a real binary shows (`process`, `shutdown`, `dashboard`) and the shared machinery seen
-// through this service (`deadlines`, `tls`, and `tests/fleet.rs`) are tested in the workspace's
-// first service only: an added service's copy would run the same code again.
+// What a real binary shows (`process`, `shutdown`, `dashboard`), the shared machinery seen
+// through this service (`deadlines`, `tls`, and `tests/fleet.rs`) and the workspace's documents
+// (`docs`) are tested in the workspace's first service only: an added service's copy would run
+// the same code again. So is the server-stream example (`stream_results`), which an added
+// service does not have.
 mod dashboard;
 mod deadlines;
+mod docs;
 mod errors;
 mod helpers;
 mod logs;
