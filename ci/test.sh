@@ -4,8 +4,9 @@
 # other names, a workspace with a second service added), fails on any difference from examples/,
 # checks each one's Dockerfile, Kubernetes manifests, compose file and workflow (ci/deploy-check.sh),
 # builds each with warnings as errors, lints, tests, checks that a service holds only its own code
-# (ci/service_size.py) and that an RPC is added with two edits (ci/add-rpc.sh), and runs the
-# end-to-end scenarios against a real collector.
+# (ci/service_size.py), that an RPC is added with two edits (ci/add-rpc.sh) and that a workspace
+# follows a newer template (ci/update-template.sh), and runs the end-to-end scenarios against a real
+# collector.
 # Environment: CI_WORK (renders, logs), CARGO_TARGET_DIR (shared by all renders),
 # E2E=0 to skip the end-to-end scenarios, BENCH=0 to skip the quick benchmark run.
 source "$(dirname "$0")/lib.sh"
@@ -62,6 +63,10 @@ passed
 
 step "adding an RPC is two edits: one rpc line, one handler method (ci/add-rpc.sh)"
 timed bash "$REPO/ci/add-rpc.sh"
+passed
+
+step "a workspace follows its template: scripts/update-template merges a newer template, keeps the team's edits (ci/update-template.sh)"
+timed bash "$REPO/ci/update-template.sh"
 passed
 
 step "the same render through --git"
