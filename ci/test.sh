@@ -50,6 +50,10 @@ step "adding a service refuses where it cannot work, writing nothing"
 timed bash "$REPO/ci/add-service.sh"
 passed
 
+step "the documented command that adds a service works as written, without a terminal (ci/init-doc.sh)"
+timed bash "$REPO/ci/init-doc.sh"
+passed
+
 step "variants: render each of ci/variants/ outside the repository, compare with examples/, check the deployment files, build, lint, test"
 timed bash "$REPO/ci/variants.sh"
 passed
