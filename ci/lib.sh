@@ -34,9 +34,24 @@ version_in_range() {
         [[ $(printf '%s\n' "$v" "$CARGO_GENERATE_BELOW" | sort -V | head -1) == "$v" && $v != "$CARGO_GENERATE_BELOW" ]]
 }
 
-# ensure_cargo_generate [any]: CI (no argument) needs exactly the pin, installing it over another
-# version; `any` (the demo) takes whatever installed version the template supports, and installs
-# the pin only when there is none.
+# quiet_install MESSAGE LOG COMMAND...: says MESSAGE in one line and runs COMMAND with its output
+# in LOG (a compile prints hundreds of lines); on failure shows the log's end and where it is.
+quiet_install() {
+    local message=$1 log=$2
+    shift 2
+    mkdir -p "$(dirname "$log")"
+    printf '%s... (log: %s)\n' "$message" "$log" >&2
+    local status=0
+    "$@" >"$log" 2>&1 || status=$?
+    if [[ $status != 0 ]]; then
+        tail -n 40 "$log" | sed 's/^/    /' >&2
+        die "that install failed (exit $status): its last lines are above, the whole log is $log"
+    fi
+}
+
+# ensure_cargo_generate [any]: CI (no argument) needs exactly the pin; `any` (the demo) takes
+# whatever installed version the template supports. Where the one on PATH will not do, the pin is
+# installed once beside the other caches, leaving any cargo-generate of the user's alone.
 ensure_cargo_generate() {
     local accept=${1:-pin}
     [[ ${CARGO_GENERATE_ANY:-} == 1 ]] && accept=any
@@ -49,22 +64,15 @@ ensure_cargo_generate() {
                 "$have" "$CARGO_GENERATE_MIN" "$CARGO_GENERATE_BELOW" "$CARGO_GENERATE_PIN" >&2
             return 0
         fi
-        printf 'cargo-generate %s found; %s\n' "$have" \
-            "$([[ $accept == any ]] && echo "outside the supported range >=$CARGO_GENERATE_MIN, <$CARGO_GENERATE_BELOW" || echo "CI proves $CARGO_GENERATE_PIN")" >&2
     fi
-    if [[ $accept == any ]] && command -v "$CARGO_GENERATE" >/dev/null 2>&1; then
-        # Leave the user's own cargo-generate in place: the pin goes beside the other caches.
-        local root=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/cargo-generate-$CARGO_GENERATE_PIN
-        if [[ ! -x $root/bin/cargo-generate ]]; then
-            step "installing cargo-generate $CARGO_GENERATE_PIN into $root (3-6 minutes, once)"
+    local cache=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template
+    local root=$cache/cargo-generate-$CARGO_GENERATE_PIN
+    if [[ ! -x $root/bin/cargo-generate ]]; then
+        quiet_install "installing cargo-generate $CARGO_GENERATE_PIN into $root (first run only, takes about 5 minutes)" \
+            "$cache/logs/cargo-generate-$CARGO_GENERATE_PIN-install.log" \
             cargo install "cargo-generate@$CARGO_GENERATE_PIN" --locked --root "$root"
-        fi
-        CARGO_GENERATE=$root/bin/cargo-generate
-        return 0
     fi
-    step "installing cargo-generate $CARGO_GENERATE_PIN (3-6 minutes, once)"
-    cargo install "cargo-generate@$CARGO_GENERATE_PIN" --locked
-    CARGO_GENERATE=cargo-generate
+    CARGO_GENERATE=$root/bin/cargo-generate
 }
 
 # cargo-deny checks a render's licences, bans, sources and advisories (ci/check-render.sh).
@@ -80,8 +88,9 @@ ensure_cargo_deny() {
         return 0
     fi
     [[ -x $CARGO_DENY ]] && return 0
-    step "installing cargo-deny $CARGO_DENY_PIN into $root (about 2 minutes, once)"
-    cargo install "cargo-deny@$CARGO_DENY_PIN" --locked --root "$root"
+    quiet_install "installing cargo-deny $CARGO_DENY_PIN into $root (first run only, takes about 3 minutes)" \
+        "${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/logs/cargo-deny-$CARGO_DENY_PIN-install.log" \
+        cargo install "cargo-deny@$CARGO_DENY_PIN" --locked --root "$root"
 }
 
 # The RustSec advisory database cargo-deny reads. Machines without access to its git host use the
