@@ -93,26 +93,53 @@ ensure_cargo_deny() {
         cargo install "cargo-deny@$CARGO_DENY_PIN" --locked --root "$root"
 }
 
-# The RustSec advisory database cargo-deny reads. Machines without access to its git host use the
-# snapshot in ../shared/data (see ../shared/notes/offline-security-checks.md); a hosted CI with
-# internet should drop --offline and db-path and let cargo-deny fetch the live database.
+# The RustSec advisory database cargo-deny reads: fetched from its git host where the network allows
+# (a developer's machine, a hosted CI), else the snapshot in ../shared/data that machines without
+# that access have beside the clone (see ../shared/notes/offline-security-checks.md).
+# ADVISORY_FETCH=0 skips the fetch.
 ADVISORY_SNAPSHOT=${ADVISORY_SNAPSHOT:-$REPO/../shared/data/rustsec-advisory-db-2026-08-21.tar.gz}
-# ensure_advisory_db: sets ADVISORY_DB_PATH to a db-path that holds the snapshot where cargo-deny
-# looks for it (a git repository named after the default URL), unpacking it once; fails (status 1)
-# when there is no snapshot to unpack.
+# Where cargo-deny looks for the database under a db-path: a git repository named after its URL.
+ADVISORY_DB_DIR=advisory-db-3157b0e258782691
+# ensure_advisory_db: sets ADVISORY_DB_PATH to a db-path holding the database and ADVISORY_DB_SOURCE
+# to where it came from (fetched now, fetched before, or the snapshot, unpacked once); fails
+# (status 1) when there is none. Needs CARGO_DENY (ensure_cargo_deny).
 ensure_advisory_db() {
+    local fetched=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/advisory-dbs
+    if [[ ${ADVISORY_FETCH:-1} != 0 ]]; then
+        mkdir -p "$WORK"
+        printf '[advisories]\ndb-path = "%s"\n' "$fetched" >"$WORK/deny-fetch.toml"
+        # Bounded: where the host cannot be reached, git fails in well under a second here.
+        if timeout 120 "$CARGO_DENY" --config "$WORK/deny-fetch.toml" fetch db >"$WORK/advisory-fetch.log" 2>&1; then
+            ADVISORY_DB_PATH=$fetched ADVISORY_DB_SOURCE="the RustSec database, fetched now"
+            return 0
+        fi
+    fi
     ADVISORY_DB_PATH=$WORK/advisory-dbs
-    local db=$ADVISORY_DB_PATH/advisory-db-3157b0e258782691
-    [[ -d $db/.git ]] && return 0
-    [[ -f $ADVISORY_SNAPSHOT ]] || return 1
-    local tmp
-    tmp=$(mktemp -d)
-    tar -xzf "$ADVISORY_SNAPSHOT" -C "$tmp"
-    mkdir -p "$ADVISORY_DB_PATH"
-    rm -rf "$db"
-    mv "$tmp/advdb" "$db"
-    rm -rf "$tmp"
+    local db=$ADVISORY_DB_PATH/$ADVISORY_DB_DIR
+    if [[ ! -d $db/.git && -f $ADVISORY_SNAPSHOT ]]; then
+        local tmp
+        tmp=$(mktemp -d)
+        tar -xzf "$ADVISORY_SNAPSHOT" -C "$tmp"
+        mkdir -p "$ADVISORY_DB_PATH"
+        rm -rf "$db"
+        mv "$tmp/advdb" "$db"
+        rm -rf "$tmp"
+    fi
+    if [[ -d $db/.git ]]; then
+        ADVISORY_DB_SOURCE="the snapshot $(basename "$ADVISORY_SNAPSHOT") (no network to the RustSec database)"
+        return 0
+    fi
+    # An earlier fetch, however old, beats none.
+    if [[ -d $fetched/$ADVISORY_DB_DIR/.git ]]; then
+        ADVISORY_DB_PATH=$fetched
+        ADVISORY_DB_SOURCE="the RustSec database as fetched on $(git -C "$fetched/$ADVISORY_DB_DIR" log -1 --format=%cs 2>/dev/null || echo 'an earlier run')"
+        return 0
+    fi
+    return 1
 }
+# Each cargo-deny run appends "<render>: <what advisories were checked against>" here, or
+# "<render>: advisories not checked", for ci/test.sh's last lines.
+ADVISORY_REPORT=$WORK/advisories.report
 
 # What the e2e harness imports (ci/e2e/otlp_receiver.py decodes OTLP with them); pinned.
 # dnslib: the fleet scenario's small DNS server, which answers a name with the replicas' addresses.

@@ -15,6 +15,8 @@ steps=0
 # Counts a finished step; any failure stops the script (set -e), so the count is of passes.
 passed() { steps=$((steps + 1)); }
 trap 'echo "template checks: $steps passed, 1 failed"' ERR
+# What cargo-deny checked advisories against, per render (ci/check-render.sh appends to it).
+rm -f "$ADVISORY_REPORT"
 
 step "tools"
 ensure_cargo_generate
@@ -113,5 +115,16 @@ if [[ ${BENCH:-1} != 0 ]]; then
     passed
 fi
 
-printf '\nall template checks passed in %ds\n' $((SECONDS - started))
-echo "template checks: $steps passed, 0 failed"
+# Passing is not the same as checking: say when the advisories were not checked.
+skipped=
+if [[ ! -f $ADVISORY_REPORT ]]; then
+    advisories="advisories: not checked (cargo-deny did not run)"
+    skipped=", 1 skipped"
+elif grep -q 'advisories not checked' "$ADVISORY_REPORT"; then
+    advisories="advisories: not checked (no RustSec database could be fetched and there is no snapshot at $ADVISORY_SNAPSHOT)"
+    skipped=", 1 skipped"
+else
+    advisories="advisories: checked against $(sed -n '$s/^[^:]*: advisories checked against //p' "$ADVISORY_REPORT")"
+fi
+printf '\nall template checks passed in %ds; %s\n' $((SECONDS - started)) "$advisories"
+echo "template checks: $steps passed, 0 failed$skipped"
