@@ -52,7 +52,9 @@ quiet_install() {
 # ensure_cargo_generate [any]: CI (no argument) needs exactly the pin; `any` (the demo) takes
 # whatever installed version the template supports. Where the one on PATH will not do, the pin is
 # installed once beside the other caches, leaving any cargo-generate of the user's alone.
+# CARGO_GENERATE is exported: the scripts ci/test.sh runs use the same one.
 ensure_cargo_generate() {
+    export CARGO_GENERATE
     local accept=${1:-pin}
     [[ ${CARGO_GENERATE_ANY:-} == 1 ]] && accept=any
     if command -v "$CARGO_GENERATE" >/dev/null 2>&1; then
