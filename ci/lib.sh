@@ -90,7 +90,7 @@ ensure_cargo_deny() {
         return 0
     fi
     [[ -x $CARGO_DENY ]] && return 0
-    quiet_install "installing cargo-deny $CARGO_DENY_PIN into $root (first run only, takes about 3 minutes)" \
+    quiet_install "installing cargo-deny $CARGO_DENY_PIN into $root (first run only, takes 2-8 minutes)" \
         "${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/logs/cargo-deny-$CARGO_DENY_PIN-install.log" \
         cargo install "cargo-deny@$CARGO_DENY_PIN" --locked --root "$root"
 }
