@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Every test of the template, as CI runs it (.ci/run calls this): installs what is missing, checks
-# the placeholders, renders every variant outside the repository (the default, HTTP/protobuf with
-# other names, a workspace with a second service added), fails on any difference from examples/,
+# the placeholders, runs the READMEs' command that adds a service without a terminal, renders every
+# variant outside the repository (the default, HTTP/protobuf with other names, a workspace with a
+# second service added), fails on any difference from examples/,
 # checks each one's Dockerfile, Kubernetes manifests, compose file and workflow (ci/deploy-check.sh),
 # builds each with warnings as errors, lints, tests, checks that a service holds only its own code
 # (ci/service_size.py), that an RPC is added with two edits (ci/add-rpc.sh) and that a workspace
 # follows a newer template (ci/update-template.sh), and runs the end-to-end scenarios against a real
 # collector.
 # Environment: CI_WORK (renders, logs), CARGO_TARGET_DIR (shared by all renders),
-# E2E=0 to skip the end-to-end scenarios, BENCH=0 to skip the quick benchmark run.
+# E2E=0 to skip the end-to-end scenarios, BENCH=0 to skip the quick benchmark run, ADVISORY_FETCH=0
+# to check advisories against the snapshot without trying to fetch the RustSec database.
+# The last lines say what advisories were checked against, or `advisories: not checked`.
 source "$(dirname "$0")/lib.sh"
 started=$SECONDS
 steps=0
