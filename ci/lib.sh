@@ -70,7 +70,7 @@ ensure_cargo_generate() {
     local cache=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template
     local root=$cache/cargo-generate-$CARGO_GENERATE_PIN
     if [[ ! -x $root/bin/cargo-generate ]]; then
-        quiet_install "installing cargo-generate $CARGO_GENERATE_PIN into $root (first run only, takes about 5 minutes)" \
+        quiet_install "installing cargo-generate $CARGO_GENERATE_PIN into $root (first run only, takes 4-10 minutes)" \
             "$cache/logs/cargo-generate-$CARGO_GENERATE_PIN-install.log" \
             cargo install "cargo-generate@$CARGO_GENERATE_PIN" --locked --root "$root"
     fi
