@@ -85,7 +85,7 @@ impl http_body::Body for ResponseBody {
 
 /// Counts a call in flight on its replica until the end of its response body.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct UntilBodyEnds;
+pub(crate) struct UntilBodyEnds;
 
 impl TrackCompletion<Handle, http::Response<Body>> for UntilBodyEnds {
     type Output = http::Response<ResponseBody>;
@@ -100,7 +100,7 @@ impl TrackCompletion<Handle, http::Response<Body>> for UntilBodyEnds {
 
 /// One replica in the balancer: its channel, and its address to name on the calls it takes.
 #[derive(Clone, Debug)]
-pub struct Replica {
+pub(crate) struct Replica {
     channel: Channel,
     address: SocketAddr,
 }
@@ -333,5 +333,113 @@ impl Future for TransportFuture {
             };
             state.set(State::Balanced { inner });
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test, with its location.
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A gRPC server with only the health service, on 127.0.0.1 (any port).
+    async fn server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        address
+    }
+
+    /// `grpc.health.v1.Health/Check` of the server's overall health: an empty message.
+    fn check(address: SocketAddr) -> Request {
+        let message = http_body_util::Full::new(prost::bytes::Bytes::from_static(&[0; 5]));
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{address}/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Body::new(message))
+            .unwrap()
+    }
+
+    /// `n` calls, each in a task of its own, once each has been polled and found no replica (in
+    /// the order they were polled); they end with the HTTP status of their answer.
+    async fn waiting_calls(
+        transport: &Transport,
+        address: SocketAddr,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<http::StatusCode, TransportError>>> {
+        let (polled, mut pending) = mpsc::channel(n);
+        let mut calls = Vec::new();
+        for _ in 0..n {
+            let mut transport = transport.clone();
+            let polled = polled.clone();
+            calls.push(tokio::spawn(async move {
+                let mut call = std::pin::pin!(transport.call(check(address)));
+                let first =
+                    std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending()))
+                        .await;
+                polled.send(first).await.unwrap();
+                call.await.map(|response| response.status())
+            }));
+            // One at a time: each registers its waker after the one before.
+            assert!(
+                pending.recv().await.unwrap(),
+                "a call went ahead with no replica"
+            );
+        }
+        calls
+    }
+
+    fn insert(address: SocketAddr) -> Change<SocketAddr, Endpoint> {
+        Change::Insert(
+            address,
+            Endpoint::from_shared(format!("http://{address}")).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn calls_waiting_for_a_replica_are_all_served_once_one_comes() {
+        let address = server().await;
+        let (balanced, changes) = Balanced::new(8);
+        let transport = Transport::balanced(balanced);
+        // tower's balancer keeps the waker of the last call that polled it only.
+        let calls = waiting_calls(&transport, address, 3).await;
+
+        changes.send(insert(address)).await.unwrap();
+        for call in calls {
+            let status = tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .expect("a waiting call was never woken")
+                .unwrap()
+                .unwrap();
+            assert_eq!(status, http::StatusCode::OK);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_call_given_up_does_not_strand_the_others() {
+        let address = server().await;
+        let (balanced, changes) = Balanced::new(8);
+        let transport = Transport::balanced(balanced);
+        let mut calls = waiting_calls(&transport, address, 2).await;
+        // The last call polled holds the balancer's waker; it goes away.
+        let last = calls.pop().unwrap();
+        last.abort();
+        assert!(last.await.unwrap_err().is_cancelled());
+
+        changes.send(insert(address)).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), calls.pop().unwrap())
+            .await
+            .expect("the remaining call was never woken")
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, http::StatusCode::OK);
     }
 }
