@@ -21,6 +21,8 @@ ensure_cargo_generate
 ensure_rotel
 ensure_h2load
 ensure_haproxy
+# The seed's Python service, which e2e scenario 9 (seed) calls and is called by.
+ensure_seed_venv
 ensure_compose
 ensure_hadolint
 ensure_kubernetes_validate

@@ -2,10 +2,10 @@
 //! into addresses (DNS by default: a Kubernetes headless Service answers one per ready pod), each
 //! address gets a health watcher (`grpc.health.v1.Health/Watch` on the service's readiness name,
 //! over its own connection with HTTP/2 keep-alive), and the replicas that report SERVING are the
-//! endpoints of one `tonic` balance channel, which spreads the calls over them (power of two
-//! choices). A replica that reports NOT_SERVING (it is draining), whose watch breaks (it died) or
-//! stops answering keep-alive pings (it hangs) leaves the balancer at once, and discovery is asked
-//! again; it comes back when its watch reports SERVING again. Discovery also runs every
+//! endpoints of the balancer ([`crate::balance`]), which sends each call to the less loaded of two
+//! (power of two choices over the calls in flight). A replica that reports NOT_SERVING (it is
+//! draining), whose watch breaks (it died) or stops answering keep-alive pings (it hangs) leaves
+//! the balancer at once, and discovery is asked again; it comes back when its watch reports SERVING again. Discovery also runs every
 //! `--dns-refresh-secs`, so replicas added to the name get calls. The health name watched is the
 //! service's gRPC name ([`ServiceInfo::grpc_service`]).
 //!
@@ -23,13 +23,14 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Gauge;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tonic::transport::channel::Change;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower::discover::Change;
 
 use crate::ServiceInfo;
+use crate::balance::{Balanced, Transport};
 
 /// How the client spreads its calls over the server's replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -320,16 +321,16 @@ impl Fleet {
     }
 }
 
-/// Starts discovery and the watchers, and returns the balance channel once a replica reports
+/// Starts discovery and the watchers, and returns the balancer once a replica reports
 /// SERVING, or an error after `target.connect_timeout` (the last reason given).
 pub(crate) async fn connect(
     service: ServiceInfo,
     target: Target,
     balancing: &Balancing,
     discovery: Arc<dyn Discovery>,
-) -> Result<(Channel, watch::Receiver<usize>), String> {
+) -> Result<(Transport, watch::Receiver<usize>), String> {
     let first = discovery.resolve().await.map_err(|e| e.to_string())?;
-    let (channel, changes) = Channel::balance_channel::<SocketAddr>(CHANGES);
+    let (balanced, changes) = Balanced::new(CHANGES);
     let (ready, mut is_ready) = watch::channel(0);
     let gauge = opentelemetry::global::meter("telemetry")
         .u64_gauge(format!("{}.endpoints.ready", service.metric_prefix))
@@ -365,7 +366,7 @@ pub(crate) async fn connect(
         Ok(Ok(_))
     );
     if in_time {
-        return Ok((channel, is_ready));
+        return Ok((Transport::balanced(balanced), is_ready));
     }
     let last = fleet
         .last_error

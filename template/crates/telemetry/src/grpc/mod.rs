@@ -22,7 +22,9 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 pub use calls::ServerCalls;
-pub use client::{Attempt, ClientCall, GrpcClientLayer, GrpcClientService, SpanAttributes};
+pub use client::{
+    Attempt, ClientCall, GrpcClientLayer, GrpcClientService, SpanAttributes, record_peer,
+};
 pub use server::{GrpcServerLayer, GrpcServerService};
 pub(crate) use status::StatusFromCode;
 
