@@ -308,27 +308,64 @@ async fn a_name_with_no_address_is_an_error_after_the_connect_timeout() {
     assert!(started.elapsed() >= timeout && started.elapsed() < timeout * 3);
 }
 
-#[tokio::test]
-async fn replicas_that_refuse_connections_give_their_reason_after_the_connect_timeout() {
-    // A port nothing listens on, on an address that refuses at once.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A port nothing listens on, on 127.0.0.1 and 127.0.0.2 alike (Linux routes all of 127/8 to
+/// loopback; another system needs the second address configured).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+#[tokio::test]
+async fn replicas_that_all_refuse_the_connection_are_an_error_at_once() {
+    let port = closed_port();
     let discovery = Addresses::default();
-    discovery.set(&[SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)]);
+    let first = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+    let second = SocketAddr::new(IpAddr::from([127, 0, 0, 2]), port);
+    discovery.set(&[first, second]);
+    let started = Instant::now();
     let error = refusal(
         &format!("http://fleet.test:{port}"),
-        Duration::from_millis(500),
+        Duration::from_secs(5),
         &Tls::default(),
         discovery,
     )
     .await;
     assert!(
-        error.contains("reported SERVING") && error.to_lowercase().contains("refused"),
+        started.elapsed() < Duration::from_secs(2),
+        "a refused connection is final, not waited on: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        error.contains("connection refused") && error.contains(&first.to_string()),
         "{error}"
     );
+    assert!(error.contains(&second.to_string()), "{error}");
+}
+
+#[tokio::test]
+async fn a_refusing_replica_beside_a_silent_one_waits_for_the_connect_timeout() {
+    // 127.0.0.2 accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let discovery = Addresses::default();
+    discovery.set(&[
+        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
+        silent.local_addr().unwrap(),
+    ]);
+    let timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let error = refusal(
+        &format!("http://fleet.test:{port}"),
+        timeout,
+        &Tls::default(),
+        discovery,
+    )
+    .await;
+    assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+    assert!(error.contains("reported SERVING"), "{error}");
 }
 
 /// Two replicas, the first holding every call it gets until the test opens its gate.
