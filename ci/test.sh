@@ -107,7 +107,7 @@ if [[ ${BENCH:-1} != 0 ]]; then
     step "benchmark, quick (ci/bench.sh --quick; asserts no time)"
     # Same RUSTFLAGS as the release build above, so its artifacts are reused.
     BENCH_RENDER=$default RUSTFLAGS="${RUSTFLAGS:-} -D warnings" \
-        timed bash "$REPO/ci/bench.sh" --quick --direct --shapes 0ms,1000rps
+        timed bash "$REPO/ci/bench.sh" --quick --direct --shapes 0ms,1000rps,serial
     passed
 fi
 

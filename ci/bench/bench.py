@@ -325,6 +325,12 @@ def report(shapes: list[Shape], results: list[RunResult], pinning: str, contende
                 p50 = median(by["full"], "p50_us") - median(by["bare"], "p50_us")
                 p99 = median(by["full"], "p99_us") - median(by["bare"], "p99_us")
                 lines.append(f"latency added by full telemetry over bare: p50 {p50:.0f} µs, p99 {p99:.0f} µs")
+        elif shape.connections == shape.streams == 1:
+            if by.get("full") and by.get("off"):
+                p50 = median(by["full"], "p50_us") - median(by["off"], "p50_us")
+                p99 = median(by["full"], "p99_us") - median(by["off"], "p99_us")
+                lines.append(f"latency added by full telemetry over off (the same binary), one call at a time: "
+                             f"p50 {p50:.0f} µs, p99 {p99:.0f} µs")
         else:
             lines.append(f"ratios (req/s): full/bare {ratio('full', 'bare')}, full/off {ratio('full', 'off')}, "
                          f"off/bare {ratio('off', 'bare')}")
@@ -339,7 +345,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=40000, help="measured calls per run at full speed")
     p.add_argument("--warmup", type=int, default=2000)
-    p.add_argument("--shapes", default="0ms,10ms,1000rps", help="comma-separated: 0ms, 10ms, 1000rps")
+    p.add_argument("--shapes", default="0ms,10ms,1000rps,serial",
+                   help="comma-separated: 0ms, 10ms, 1000rps, serial (h2load -c 1 -m 1)")
     p.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                    help="also run off@NAME and full@NAME with DIR's my-service-server (before/after)")
     p.add_argument("--lever", action="append", default=[], metavar="NAME=K=V[,K=V]",
@@ -369,6 +376,9 @@ def main() -> int:
         "10ms": Shape("10ms", 10, 10, 100, args.requests),
         # Moderate load: 1000 req/s for the latency telemetry adds.
         "1000rps": Shape("1000rps", 0, 1, 1, min(args.requests, 10000) // (4 if args.quick else 1), rps=1000),
+        # One call at a time, as fast as they come back: the tail that the telemetry's own threads
+        # (export batches, the stdout writer) add when they share the request's core.
+        "serial": Shape("serial", 0, 1, 1, min(args.requests, 10000) // (4 if args.quick else 1)),
     }
     shapes = [all_shapes[s] for s in args.shapes.split(",")]
     args.compare = dict((name, Path(d)) for name, _, d in (c.partition("=") for c in args.compare))
@@ -415,8 +425,8 @@ def main() -> int:
             # Rotate the order every round so no contender always runs first (or warmest).
             order = contenders[rnd % len(contenders):] + contenders[:rnd % len(contenders)]
             for c in order:
-                if c == "seed" and shape.rps:
-                    continue  # the fixed-rate shape measures what telemetry adds to the render's p99
+                if c == "seed" and (shape.rps or shape.connections == shape.streams == 1):
+                    continue  # the fixed-rate and serial shapes measure what telemetry adds to the render's latency
                 try:
                     r = run_one(args, c, shape, rnd, body, workdir)
                 except (procs.ProcessError, subprocess.TimeoutExpired, OSError) as e:
