@@ -41,7 +41,7 @@ pub struct GrpcClientLayer {
 
 impl GrpcClientLayer {
     /// `server_address`/`server_port` name the peer on every span; `metric_prefix` names the
-    /// seed-style client metrics (`<prefix>.client.calls.total`, ...).
+    /// service's own client metrics (`<prefix>.client.calls.total`, ...).
     pub fn new(metric_prefix: &str, server_address: &str, server_port: u16) -> Self {
         let meter = opentelemetry::global::meter("telemetry");
         let server = || {
