@@ -21,8 +21,8 @@ ensure_cargo_generate
 ensure_rotel
 ensure_h2load
 ensure_haproxy
-# The seed's Python service, which e2e scenario 9 (seed) calls and is called by.
-ensure_seed_venv
+# The Python grpclib reference service, which e2e scenario 9 (python) calls and is called by.
+ensure_python_reference_venv
 ensure_compose
 ensure_hadolint
 ensure_kubernetes_validate
@@ -92,7 +92,7 @@ if [[ ${E2E:-1} != 0 ]]; then
     timed "$ROTEL_VENV/bin/python" "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
     passed
 
-    step "the demo shows a trace tree, the seed's metrics and correlated logs (ci/demo.py on the release build)"
+    step "the demo shows a trace tree, the service's own metrics and correlated logs (ci/demo.py on the release build)"
     timed "$ROTEL_VENV/bin/python" "$REPO/ci/demo_check.py" --bin-dir "$CARGO_TARGET_DIR/release" --workdir "$WORK/demo"
     passed
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The seed's own client, as the seed wrote it: ``call_service`` of ci/bench/seed/server.py (a
+"""The reference service's own client, as the reference service wrote it: ``call_service`` of ci/bench/python-reference/server.py (a
 CLIENT span ``grpc.client.ProcessRequest``, W3C ``traceparent`` injected by hand) calling a server
-once, its telemetry exported as the seed configures it (``OTEL_EXPORTER_OTLP_ENDPOINT``). Run
-with the seed's python ($SEED_VENV) and the generated stubs on PYTHONPATH (scenario_seed.py does
+once, its telemetry exported as the reference service configures it (``OTEL_EXPORTER_OTLP_ENDPOINT``). Run
+with the reference service's python ($PYREF_VENV) and the generated stubs on PYTHONPATH (scenario_python_reference.py does
 both). Prints ``trace_id=<hex>`` of the call, and exits 1 when the call fails.
 
-    PYTHONPATH=<stubs>:ci/bench/seed $SEED_VENV/bin/python ci/e2e/seed_client.py 127.0.0.1 50051 some-id
+    PYTHONPATH=<stubs>:ci/bench/python-reference $PYREF_VENV/bin/python ci/e2e/python_reference_client.py 127.0.0.1 50051 some-id
 """
 
 import asyncio
@@ -18,7 +18,7 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import SpanProcessor  # noqa: E402
 
-import server  # noqa: E402  # the seed's module: importing it sets up its telemetry (its serve() runs only as __main__)
+import server  # noqa: E402  # the reference service's module: importing it sets up its telemetry (its serve() runs only as __main__)
 from myservice_pb2 import MyRequest  # noqa: E402
 
 
@@ -26,7 +26,7 @@ async def main(host: str, port: int, request_id: str) -> int:
     ids: list[str] = []
 
     class Remember(SpanProcessor):
-        """Notes the trace of the seed's CLIENT span as it starts (call_service returns no span)."""
+        """Notes the trace of the reference service's CLIENT span as it starts (call_service returns no span)."""
 
         def on_start(self, span, parent_context=None):
             if span.name == "grpc.client.ProcessRequest":
