@@ -52,6 +52,10 @@ step "adding a service refuses where it cannot work, writing nothing"
 timed bash "$REPO/ci/add-service.sh"
 passed
 
+step "documents: every link and path in them exists (ci/check_links.py)"
+python3 "$REPO/ci/check_links.py" "$REPO"
+passed
+
 step "variants: render each of ci/variants/ outside the repository, compare with examples/, check the deployment files, build, lint, test"
 timed bash "$REPO/ci/variants.sh"
 passed
