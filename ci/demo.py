@@ -33,8 +33,8 @@ CLIENT_SPAN = "grpc.client.ProcessRequest"
 SERVER_SPAN = "grpc.server.ProcessRequest"
 LOGIC_SPAN = "process-business-logic"
 DB_SPAN = "database-query"
-# The seed's three metrics (the Python service this template replaces had these, by these names).
-SEED_METRICS = ("requests.total", "request.duration", "requests.active")
+# The service's own three metrics (the Python service this template replaces had these, by these names).
+OWN_METRICS = ("requests.total", "request.duration", "requests.active")
 # Span attributes worth a glance; the rest stay in the collector.
 KEY_ATTRIBUTES = ("rpc.method", "rpc.grpc.status_code", "rpc.response.status_code", "request.id",
                   "server.address", "server.port", "db.system.name", "db.operation.name",
@@ -189,7 +189,7 @@ def main(argv: list[str]) -> int:
         print(f"  exited {server.returncode}")
         t = rotel.wait_for(
             lambda t: all(len([s for s in t.spans if s.trace_id == tid]) >= 2 for tid in traces)
-            and all(any(p.name.endswith(m) for p in t.data_points) for m in SEED_METRICS)
+            and all(any(p.name.endswith(m) for p in t.data_points) for m in OWN_METRICS)
             and len(t.logs) >= 1,
             timeout=20, what="the calls' spans, the metrics and the logs")
 

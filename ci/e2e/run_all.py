@@ -66,6 +66,7 @@ SCENARIOS = [
     Scenario("fleet", "scenario_fleet.py", [], [], 180,
              ["spread_before_sigterm", "sigterm_errors", "drained_replica_spans", "kill_failed",
               "restarted_replicas_called_after_s", "stop_failed", "stop_load_s", "cluster_ip_fourth_called_after_s"]),
+    Scenario("python-reference", "scenario_python_reference.py", [], [], 120, ["trace_render_to_reference", "trace_reference_to_render", "spans"]),
     Scenario("tls-grpc", "scenario_tls.py", ["--protocol", "grpc"], ["--protocol", "grpc"], 120,
              ["spans_in_trace", "server_log_records"]),
     Scenario("tls-http", "scenario_tls.py", ["--protocol", "http/protobuf"], ["--protocol", "http/protobuf"], 120,

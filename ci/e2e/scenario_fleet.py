@@ -9,7 +9,8 @@ through a real name that a small local DNS server (dnslib) answers with the thre
 2. kill -9 of a replica during load: the client goes on with the other replicas and no call
    fails: the calls in flight on the killed one (a broken connection, UNAVAILABLE) are retried;
    the client's traces (exported to rotel for this part) have one CLIENT span per call, attempt
-   spans numbered 1, 2, ... under it, every server span under an attempt of the same trace, and no
+   spans numbered 1, 2, ... under it, each naming the replica it reached (network.peer.address; the
+   server span under it is that replica's), every server span under an attempt of the same trace, and no
    span whose parent is missing;
 3. the two replicas restarted on their addresses get calls again (the client's health watch takes
    them back); kill -STOP of one: it leaves the balancer within the keep-alive bound
@@ -116,10 +117,12 @@ def body(run: Run) -> None:
     cluster_ip(run)
 
 
-def kill_traces(run: Run, rotel, calls: int) -> None:
+def kill_traces(run: Run, rotel, calls: int, services: dict[str, str]) -> None:
     """The traces of the calls made while a replica was killed: one CLIENT span per call, an
-    attempt span per attempt under it (numbered 1, 2, ...), every server span under an attempt of
-    the same trace, no span whose parent is missing."""
+    attempt span per attempt under it (numbered 1, 2, ...), each naming a replica
+    (network.peer.address, one of ``services``' addresses, the failed attempts on the killed one
+    too), every server span under an attempt of the same trace that names that server's replica,
+    no span whose parent is missing."""
     c, f = run.checks, run.figures
 
     def client_spans(t):
@@ -155,6 +158,17 @@ def kill_traces(run: Run, rotel, calls: int) -> None:
            if s.parent_span_id not in attempt_ids or attempt_ids[s.parent_span_id].trace_id != s.trace_id]
     c.check(server_spans and not bad, "every server span's parent is an attempt of the same trace",
             f"{len(bad)} of {len(server_spans)}: {bad[:3]}")
+    unnamed = [s.span_id for s in attempts if s.attributes.get("network.peer.address") not in services]
+    c.check(attempts and not unnamed, "every attempt span names a replica (network.peer.address)",
+            f"{len(unnamed)} of {len(attempts)}: {[attempt_ids[i].attributes for i in unnamed[:2]]}")
+    replica = {name: ip for ip, name in services.items()}
+    misnamed = [(attempt_ids[s.parent_span_id].attributes.get("network.peer.address"), s.service_name)
+                for s in server_spans if s.parent_span_id in attempt_ids
+                and attempt_ids[s.parent_span_id].attributes.get("network.peer.address") != replica.get(s.service_name)]
+    c.check(server_spans and not misnamed, "each attempt names the replica whose server span is under it",
+            f"{len(misnamed)} of {len(server_spans)} (peer, server): {misnamed[:3]}")
+    f["kill_failed_attempts_named"] = sum(1 for s in attempts if s.attributes.get("rpc.status_code") != "OK"
+                                          and s.attributes.get("network.peer.address") in services)
     orphans = [s.span_id for s in t.find_spans(service=CLIENT_SERVICE)
                if s.parent_span_id and s.parent_span_id not in by_id]
     c.check(not orphans, "no client span whose parent is missing", str(orphans[:3]))
@@ -240,7 +254,7 @@ def fleet(run: Run, rotel, dns: Dns) -> None:
     print(f"  calls failed when a replica was killed: {failed} of {summary.requests} {summary.errors}")
     c.check(failed == 0, "no call failed: those in flight on it were retried", f"{failed} failed: {summary.errors}")
     c.check(count(servers[IPS[2]], "kill-", after=killed_wall + 0.5) > 0, "the last replica served on after the kill")
-    kill_traces(run, rotel, summary.requests)
+    kill_traces(run, rotel, summary.requests, services)
 
     # 3. back, then kill -STOP
     c.section("replicas back, then kill -STOP of one")

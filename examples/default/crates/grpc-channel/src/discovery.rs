@@ -2,10 +2,10 @@
 //! into addresses (DNS by default: a Kubernetes headless Service answers one per ready pod), each
 //! address gets a health watcher (`grpc.health.v1.Health/Watch` on the service's readiness name,
 //! over its own connection with HTTP/2 keep-alive), and the replicas that report SERVING are the
-//! endpoints of one `tonic` balance channel, which spreads the calls over them (power of two
-//! choices). A replica that reports NOT_SERVING (it is draining), whose watch breaks (it died) or
-//! stops answering keep-alive pings (it hangs) leaves the balancer at once, and discovery is asked
-//! again; it comes back when its watch reports SERVING again. Discovery also runs every
+//! endpoints of the balancer ([`crate::balance`]), which sends each call to the less loaded of two
+//! (power of two choices over the calls in flight). A replica that reports NOT_SERVING (it is
+//! draining), whose watch breaks (it died) or stops answering keep-alive pings (it hangs) leaves
+//! the balancer at once, and discovery is asked again; it comes back when its watch reports SERVING again. Discovery also runs every
 //! `--dns-refresh-secs`, so replicas added to the name get calls. The health name watched is the
 //! service's gRPC name ([`ServiceInfo::grpc_service`]).
 //!
@@ -23,13 +23,14 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Gauge;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tonic::transport::channel::Change;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower::discover::Change;
 
 use crate::ServiceInfo;
+use crate::balance::{Balanced, Transport};
 
 /// How the client spreads its calls over the server's replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -270,6 +271,10 @@ struct Fleet {
     ready: watch::Sender<usize>,
     refresh: Notify,
     last_error: Mutex<Option<String>>,
+    /// Replicas whose last connection attempt was refused (nothing listens there).
+    refused: Mutex<HashSet<SocketAddr>>,
+    /// Bumped on every failed attempt, for [`connect`] to look at `refused` again.
+    failures: watch::Sender<u64>,
     gauge: Gauge<u64>,
     attributes: [KeyValue; 2],
 }
@@ -279,13 +284,29 @@ impl Fleet {
         self.healthy.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn fail(&self, address: SocketAddr, why: &str) {
-        let message = format!("{address}: {why}");
+    fn lock_refused(&self) -> std::sync::MutexGuard<'_, HashSet<SocketAddr>> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fail(&self, address: SocketAddr, failure: &Failure) {
+        let message = format!("{address}: {}", failure.why);
         *self
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(message);
+        if failure.refused {
+            self.lock_refused().insert(address);
+        } else {
+            self.lock_refused().remove(&address);
+        }
+        self.failures.send_modify(|n| *n += 1);
         self.refresh.notify_one();
+    }
+
+    /// Whether every one of `addresses` refused its last connection.
+    fn all_refused(&self, addresses: &[SocketAddr]) -> bool {
+        let refused = self.lock_refused();
+        !addresses.is_empty() && addresses.iter().all(|a| refused.contains(a))
     }
 
     /// Marks `address` healthy (with its endpoint) or not, and brings the balancer in line: the
@@ -295,7 +316,10 @@ impl Fleet {
         let healthy = {
             let mut healthy = self.lock_healthy();
             match endpoint {
-                Some(endpoint) => healthy.insert(address, endpoint),
+                Some(endpoint) => {
+                    self.lock_refused().remove(&address);
+                    healthy.insert(address, endpoint)
+                }
                 None => healthy.remove(&address),
             };
             healthy.clone()
@@ -320,16 +344,18 @@ impl Fleet {
     }
 }
 
-/// Starts discovery and the watchers, and returns the balance channel once a replica reports
-/// SERVING, or an error after `target.connect_timeout` (the last reason given).
+/// Starts discovery and the watchers, and returns the balancer once a replica reports
+/// SERVING, or an error: at once when every address the name resolved to refused the connection
+/// (nothing listens there: waiting would not help), else after `target.connect_timeout` (the last
+/// reason given).
 pub(crate) async fn connect(
     service: ServiceInfo,
     target: Target,
     balancing: &Balancing,
     discovery: Arc<dyn Discovery>,
-) -> Result<(Channel, watch::Receiver<usize>), String> {
+) -> Result<(Transport, watch::Receiver<usize>), String> {
     let first = discovery.resolve().await.map_err(|e| e.to_string())?;
-    let (channel, changes) = Channel::balance_channel::<SocketAddr>(CHANGES);
+    let (balanced, changes) = Balanced::new(CHANGES);
     let (ready, mut is_ready) = watch::channel(0);
     let gauge = opentelemetry::global::meter("telemetry")
         .u64_gauge(format!("{}.endpoints.ready", service.metric_prefix))
@@ -345,6 +371,8 @@ pub(crate) async fn connect(
         ready,
         refresh: Notify::new(),
         last_error: Mutex::default(),
+        refused: Mutex::default(),
+        failures: watch::channel(0).0,
         gauge,
         attributes: [
             KeyValue::new("server.address", target.host.clone()),
@@ -360,12 +388,30 @@ pub(crate) async fn connect(
         balancing.clone(),
         first.clone(),
     ));
-    let in_time = matches!(
-        tokio::time::timeout(timeout, is_ready.wait_for(|n| *n > 0)).await,
-        Ok(Ok(_))
-    );
-    if in_time {
-        return Ok((channel, is_ready));
+    let mut failures = fleet.failures.subscribe();
+    let waited = tokio::time::timeout(timeout, async {
+        loop {
+            tokio::select! {
+                ready = is_ready.wait_for(|n| *n > 0) => return ready.is_ok(),
+                changed = failures.changed() => {
+                    if changed.is_err() || fleet.all_refused(&first) {
+                        return false;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    if waited == Ok(true) {
+        return Ok((Transport::balanced(balanced), is_ready));
+    }
+    if fleet.all_refused(&first) {
+        let addresses: Vec<String> = first.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "connection refused at {}: nothing listens there. Is the server running, and is this \
+             its address and port?",
+            addresses.join(", ")
+        ));
     }
     let last = fleet
         .last_error
@@ -416,7 +462,7 @@ async fn resolve(
                                 stopped,
                             ));
                         }
-                        Err(e) => fleet.fail(address, &crate::error_chain(&e)),
+                        Err(e) => fleet.fail(address, &Failure::new(crate::error_chain(&e))),
                     }
                 }
             }
@@ -451,7 +497,7 @@ async fn watch_replica(
             _ = &mut stopped => break 'watch,
             opened = open_watch(service, &endpoint, timeout) => opened,
         };
-        let why = match opened {
+        let failure = match opened {
             Ok(Some(mut stream)) => loop {
                 let message = tokio::select! {
                     _ = &mut stopped => break 'watch,
@@ -477,13 +523,13 @@ async fn watch_replica(
                             .unwrap_or_else(PoisonError::into_inner) =
                             Some(format!("{address}: health {status}"));
                     }
-                    Ok(None) => break "the health watch ended".to_owned(),
+                    Ok(None) => break Failure::new("the health watch ended"),
                     Err(status) => {
-                        break format!(
+                        break Failure::new(format!(
                             "the health watch broke: {}: {}",
                             telemetry::grpc::code_name(status.code()),
                             status.message()
-                        );
+                        ));
                     }
                 }
             },
@@ -495,16 +541,16 @@ async fn watch_replica(
                 healthy = true;
                 break 'watch;
             }
-            Err(why) => why,
+            Err(failure) => failure,
         };
         if healthy {
-            tracing::warn!("replica {address} left the balancer: {why}");
+            tracing::warn!("replica {address} left the balancer: {}", failure.why);
             fleet.set(address, None).await;
             healthy = false;
         } else {
-            tracing::debug!("replica {address}: {why}");
+            tracing::debug!("replica {address}: {}", failure.why);
         }
-        fleet.fail(address, &why);
+        fleet.fail(address, &failure);
         tokio::select! {
             _ = &mut stopped => break 'watch,
             () = tokio::time::sleep(backoff) => {}
@@ -516,17 +562,48 @@ async fn watch_replica(
     }
 }
 
+/// Why a replica's watch failed, and whether its connection was refused.
+#[derive(Debug)]
+struct Failure {
+    why: String,
+    refused: bool,
+}
+
+impl Failure {
+    fn new(why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            refused: false,
+        }
+    }
+}
+
+/// Whether `error` (or one of its sources) is a refused TCP connection.
+fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// Connects to a replica and starts its health watch; `None` when it serves no health service.
 async fn open_watch(
     service: ServiceInfo,
     endpoint: &Endpoint,
     timeout: Duration,
-) -> Result<Option<tonic::Streaming<HealthCheckResponse>>, String> {
+) -> Result<Option<tonic::Streaming<HealthCheckResponse>>, Failure> {
     let opening = async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
+        let channel = endpoint.connect().await.map_err(|e| Failure {
+            why: crate::error_chain(&e),
+            refused: is_refused(&e),
+        })?;
         match HealthClient::new(channel)
             .watch(HealthCheckRequest {
                 service: service.grpc_service.to_owned(),
@@ -535,14 +612,14 @@ async fn open_watch(
         {
             Ok(response) => Ok(Some(response.into_inner())),
             Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
-            Err(status) => Err(format!(
+            Err(status) => Err(Failure::new(format!(
                 "health watch refused: {}: {}",
                 telemetry::grpc::code_name(status.code()),
                 status.message()
-            )),
+            ))),
         }
     };
     tokio::time::timeout(timeout, opening)
         .await
-        .map_err(|_| format!("no health answer within {timeout:?}"))?
+        .map_err(|_| Failure::new(format!("no health answer within {timeout:?}")))?
 }

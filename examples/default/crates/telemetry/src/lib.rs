@@ -20,6 +20,7 @@ mod metrics_tests;
 mod process;
 mod providers;
 mod runtime;
+mod sched;
 pub mod settings;
 mod subscriber;
 pub mod tls;
@@ -104,7 +105,8 @@ pub struct Telemetry {
 
 /// Builds the three pipelines from the settings and the Resource.
 type BuildProviders = Box<
-    dyn FnOnce(&Settings, &opentelemetry_sdk::Resource, &mut Vec<String>) -> providers::Providers,
+    dyn FnOnce(&Settings, &opentelemetry_sdk::Resource, &mut Vec<String>) -> providers::Providers
+        + Send,
 >;
 
 /// What a command-line tool sets differently from a server (see [`Telemetry::human_lines`],
@@ -237,13 +239,36 @@ impl Telemetry {
             defaults::RESOURCE_ATTRIBUTES,
         );
         let filter = subscriber::log_filter((self.env)("RUST_LOG").as_deref(), &mut warnings);
-        let io = io::IoThread::start()?;
-        // What the SDK says while the exporters are built is written once the subscriber exists.
-        let (mut providers, said) = diagnostics::collected_while(|| {
-            let _on_io_thread = io.handle().enter();
-            build(&settings, &resource, &mut warnings)
+        let threads =
+            sched::ThreadClass::parse((self.env)("TELEMETRY_THREADS").as_deref(), &mut warnings);
+        // Every thread of the telemetry (the I/O thread, the SDK's batch and reader threads, the
+        // stdout writer) is started from one that entered their scheduling class first: a thread
+        // inherits its creator's, and the SDK has no hook of its own.
+        let stdout_lines = self.writer.is_none();
+        let started = std::thread::scope(|scope| {
+            let starter = std::thread::Builder::new()
+                .name("telemetry-init".into())
+                .spawn_scoped(scope, || {
+                    let entered = threads.enter();
+                    let io = io::IoThread::start()?;
+                    // What the SDK says while the exporters are built is written once the
+                    // subscriber exists.
+                    let (providers, said) = diagnostics::collected_while(|| {
+                        let _on_io_thread = io.handle().enter();
+                        build(&settings, &resource, &mut warnings)
+                    });
+                    let stdout = stdout_lines.then(stdout_writer);
+                    Ok::<_, std::io::Error>((io, providers, said, stdout, entered))
+                })?;
+            starter
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
+        let (io, mut providers, said, stdout, entered) = started?;
         warnings.extend(said);
+        if let Err(warning) = entered {
+            warnings.push(warning);
+        }
         if providers.propagation_only
             && providers.logger.is_none()
             && !subscriber::writes_lines(&filter)
@@ -268,21 +293,10 @@ impl Telemetry {
         }
         let tracer = providers.tracer.as_ref().map(|p| p.tracer("telemetry"));
 
-        let (writer, stdout_guard) = match self.writer {
-            Some(writer) => (writer, None),
-            None => {
-                // Lines go to a worker thread; when it falls 128k lines behind, the caller waits
-                // rather than losing a line. The worker writes what has queued up, then flushes:
-                // one write(2) per burst instead of one per line (stdout is line-buffered).
-                let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                    .lossy(false)
-                    .thread_name("telemetry-stdout")
-                    .finish(std::io::BufWriter::with_capacity(
-                        STDOUT_BUFFER_BYTES,
-                        std::io::stdout(),
-                    ));
-                (BoxMakeWriter::new(writer), Some(guard))
-            }
+        let (writer, stdout_guard) = match (self.writer, stdout) {
+            (Some(writer), _) => (writer, None),
+            (None, Some((writer, guard))) => (writer, Some(guard)),
+            (None, None) => unreachable!("the stdout writer is started when no writer is given"),
         };
         let deferred = self
             .cli
@@ -318,6 +332,20 @@ impl Telemetry {
             endpoint: settings.traces.destination.clone(),
         })
     }
+}
+
+/// Lines go to a worker thread; when it falls 128k lines behind, the caller waits rather than
+/// losing a line. The worker writes what has queued up, then flushes: one write(2) per burst
+/// instead of one per line (stdout is line-buffered).
+fn stdout_writer() -> (BoxMakeWriter, tracing_appender::non_blocking::WorkerGuard) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("telemetry-stdout")
+        .finish(std::io::BufWriter::with_capacity(
+            STDOUT_BUFFER_BYTES,
+            std::io::stdout(),
+        ));
+    (BoxMakeWriter::new(writer), guard)
 }
 
 fn install_propagators(settings: &Settings) {

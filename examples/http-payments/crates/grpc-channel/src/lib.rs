@@ -10,6 +10,7 @@
 //! layer on the channel ([`RetryChannel`]), so the service's generated client over
 //! [`Connection::channel`] is a typed client with all of it: a new RPC needs no client code.
 
+pub mod balance;
 pub mod cli;
 pub mod discovery;
 pub mod load;
@@ -24,12 +25,13 @@ use telemetry::grpc::{GrpcClientLayer, GrpcClientService};
 use telemetry::tls::{Identity, PemFile, TlsError};
 use tonic::transport::{Channel, Endpoint};
 
+pub use balance::Transport;
 pub use discovery::{Balancing, Discovery, LbPolicy};
 pub use retry::{CallSettings, RetryService, SettingsError};
 
 /// The channel a service's generated client runs over (`ServiceClient::new(channel)`): every call
 /// gets a deadline and gRFC A6 retries ([`retry`]), then the telemetry layer on the transport.
-pub type RetryChannel = RetryService<GrpcClientService<Channel>>;
+pub type RetryChannel = RetryService<GrpcClientService<Transport>>;
 
 /// What the shared machinery needs to know of the service it calls; its proto crate has every
 /// piece (`GRPC_SERVICE`, `METRIC_PREFIX`, `IDEMPOTENT_METHODS`).
@@ -234,7 +236,7 @@ impl Connection {
         discovery: Arc<dyn Discovery>,
     ) -> Result<Self, ConnectError> {
         let (host, port) = (target.host.clone(), target.port);
-        let (channel, ready) = discovery::connect(service, target, balancing, discovery)
+        let (transport, ready) = discovery::connect(service, target, balancing, discovery)
             .await
             .map_err(|reason| ConnectError::Connect {
                 address: address.to_owned(),
@@ -242,17 +244,21 @@ impl Connection {
             })?;
         Ok(Self {
             ready: Some(ready),
-            ..Self::from_channel(service, channel, &host, port)
+            ..Self::from_transport(service, transport, &host, port)
         })
     }
 
     /// Wraps an existing channel to `service`; `host` and `port` name the server on the spans.
     /// Calls use the default [`CallSettings`].
     pub fn from_channel(service: ServiceInfo, channel: Channel, host: &str, port: u16) -> Self {
+        Self::from_transport(service, Transport::single(channel), host, port)
+    }
+
+    fn from_transport(service: ServiceInfo, transport: Transport, host: &str, port: u16) -> Self {
         let layer = GrpcClientLayer::new(service.metric_prefix, host, port);
         let calls = retry::Calls::new(service, CallSettings::default(), layer.clone())
             .unwrap_or_else(|_| unreachable!("the default settings are valid"));
-        let channel = tower::ServiceBuilder::new().layer(layer).service(channel);
+        let channel = tower::ServiceBuilder::new().layer(layer).service(transport);
         Self {
             channel: RetryService::new(channel, Arc::new(calls)),
             ready: None,

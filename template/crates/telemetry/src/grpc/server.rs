@@ -69,7 +69,7 @@ impl Methods {
 }
 
 impl GrpcServerLayer {
-    /// `metric_prefix` names the seed-style metrics (`<prefix>.requests.total`, ...);
+    /// `metric_prefix` names the service's own metrics (`<prefix>.requests.total`, ...);
     /// `descriptor_sets` (the encoded `FileDescriptorSet`s of the served protos) name the methods
     /// the server implements: any other path is `_OTHER`. Build it after `telemetry::init`, which
     /// installs the meter provider it records into.

@@ -1,4 +1,4 @@
-//! The error path, as the seed: exception event, ERROR status, error metrics and an ERROR log.
+//! The error path, as in the Python grpclib reference service: exception event, ERROR status, error metrics and an ERROR log.
 //! (What the layers answer for an oversized message or an unknown method is the same for every
 //! service: `grpc-serving`'s tests.)
 

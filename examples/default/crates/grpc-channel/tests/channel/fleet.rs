@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use grpc_channel::discovery::{ResolveError, Resolving};
 use grpc_channel::{Balancing, Connection, Discovery, LbPolicy, Tls};
+use tokio::sync::Semaphore;
 use tonic_health::ServingStatus;
 
 use crate::service::{Replica, SERVICE, Scripted, get};
@@ -307,25 +308,191 @@ async fn a_name_with_no_address_is_an_error_after_the_connect_timeout() {
     assert!(started.elapsed() >= timeout && started.elapsed() < timeout * 3);
 }
 
-#[tokio::test]
-async fn replicas_that_refuse_connections_give_their_reason_after_the_connect_timeout() {
-    // A port nothing listens on, on an address that refuses at once.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A port nothing listens on, on 127.0.0.1 and 127.0.0.2 alike (Linux routes all of 127/8 to
+/// loopback; another system needs the second address configured).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+#[tokio::test]
+async fn replicas_that_all_refuse_the_connection_are_an_error_at_once() {
+    let port = closed_port();
     let discovery = Addresses::default();
-    discovery.set(&[SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)]);
+    let first = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+    let second = SocketAddr::new(IpAddr::from([127, 0, 0, 2]), port);
+    discovery.set(&[first, second]);
+    let started = Instant::now();
     let error = refusal(
         &format!("http://fleet.test:{port}"),
-        Duration::from_millis(500),
+        Duration::from_secs(5),
         &Tls::default(),
         discovery,
     )
     .await;
     assert!(
-        error.contains("reported SERVING") && error.to_lowercase().contains("refused"),
+        started.elapsed() < Duration::from_secs(2),
+        "a refused connection is final, not waited on: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        error.contains("connection refused") && error.contains(&first.to_string()),
         "{error}"
     );
+    assert!(error.contains(&second.to_string()), "{error}");
+}
+
+#[tokio::test]
+async fn a_refusing_replica_beside_a_silent_one_waits_for_the_connect_timeout() {
+    // 127.0.0.2 accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let discovery = Addresses::default();
+    discovery.set(&[
+        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
+        silent.local_addr().unwrap(),
+    ]);
+    let timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let error = refusal(
+        &format!("http://fleet.test:{port}"),
+        timeout,
+        &Tls::default(),
+        discovery,
+    )
+    .await;
+    assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+    assert!(error.contains("reported SERVING"), "{error}");
+}
+
+/// Two replicas, the first holding every call it gets until the test opens its gate.
+async fn one_replica_holding_calls() -> (Replica, Replica, Arc<Semaphore>, Connection) {
+    let gate = Arc::new(Semaphore::new(0));
+    let holding = Scripted {
+        gate: Some(Arc::clone(&gate)),
+        ..Scripted::default()
+    };
+    let held = Replica::start(holding, "127.0.0.1", 0, None).await;
+    let port = held.address.port();
+    let idle = Replica::start(Scripted::default(), "127.0.0.2", port, None).await;
+    let discovery = Addresses::default();
+    discovery.set(&[held.address, idle.address]);
+    let client = connect(port, &discovery, &balancing(30)).await;
+    wait_ready(&client, 2).await;
+    (held, idle, gate, client)
+}
+
+#[tokio::test]
+async fn new_calls_go_to_the_replica_with_fewer_calls_in_flight() {
+    let (held, idle, gate, client) = one_replica_holding_calls().await;
+
+    // One call at a time: each is answered by the idle replica, or held by the other. Of two
+    // replicas the balancer compares both, so once one call is held, every later call goes to
+    // the idle replica; a balancer choosing at random would hold about half of them.
+    let mut holding = Vec::new();
+    for i in 0..40 {
+        let client = client.clone();
+        let mut call = tokio::spawn(async move { get(&client, &format!("p2c-{i}")).await });
+        let answered = tokio::time::timeout(BOUND, async {
+            tokio::select! {
+                answered = &mut call => Some(answered.unwrap().unwrap()),
+                () = held.service.arrived.notified() => None,
+            }
+        })
+        .await
+        .expect("the call was neither answered nor held");
+        if answered.is_none() {
+            holding.push(call);
+        }
+    }
+    assert!(
+        holding.len() <= 1,
+        "{} of 40 calls went to the replica holding calls",
+        holding.len()
+    );
+    assert_eq!(idle.take() + held.take(), 40);
+
+    // Released, the held calls complete.
+    gate.add_permits(holding.len());
+    for call in holding {
+        assert_eq!(call.await.unwrap().unwrap(), 7);
+    }
+}
+
+#[tokio::test]
+async fn each_attempt_span_names_the_replica_it_went_to() {
+    crate::helpers::world();
+    // The first replica fails every call UNAVAILABLE (retried: `Get` is idempotent), the second
+    // answers: each attempt span's peer must be the replica its status says it reached.
+    let failing = Scripted {
+        always: Some(tonic::Code::Unavailable),
+        ..Scripted::default()
+    };
+    let bad = Replica::start(failing, "127.0.0.1", 0, None).await;
+    let port = bad.address.port();
+    let good = Replica::start(Scripted::default(), "127.0.0.2", port, None).await;
+    let discovery = Addresses::default();
+    discovery.set(&[bad.address, good.address]);
+    let client = connect(port, &discovery, &balancing(30))
+        .await
+        .with_settings(grpc_channel::CallSettings {
+            initial_backoff_ms: 1,
+            max_backoff_ms: 5,
+            ..grpc_channel::CallSettings::default()
+        })
+        .unwrap();
+    wait_ready(&client, 2).await;
+
+    let (mut to_bad, mut to_good) = (0, 0);
+    for i in 0..50 {
+        if to_bad > 0 && to_good > 0 {
+            break;
+        }
+        let id = crate::helpers::unique_id(&format!("peer-{i}"));
+        // Throttled retries may end a call on the failing replica: its spans still count.
+        let _ = get(&client, &id).await;
+        let (bad_calls, good_calls) = (bad.take(), good.take());
+        let attempts = bad_calls + good_calls;
+        // The call's INTERNAL span, and a CLIENT and a SERVER span per attempt.
+        let spans = crate::helpers::world()
+            .trace_of(&id, 1 + 2 * attempts)
+            .await;
+        let call = crate::helpers::span(&spans, "grpc.client.Get");
+        assert_eq!(
+            call.attributes.get("network.peer.address"),
+            None,
+            "{call:?}"
+        );
+        let mut seen = (0, 0);
+        for attempt in spans.iter().filter(|s| s.name == "grpc.client.attempt.Get") {
+            assert_eq!(attempt.attributes["server.address"], "fleet.test");
+            let peer = SocketAddr::new(
+                attempt.attributes["network.peer.address"].parse().unwrap(),
+                attempt.attributes["network.peer.port"].parse().unwrap(),
+            );
+            let status = &attempt.attributes["rpc.status_code"];
+            if peer == bad.address {
+                assert_eq!(status, "UNAVAILABLE", "{attempt:?}");
+                seen.0 += 1;
+            } else {
+                assert_eq!(peer, good.address, "{attempt:?}");
+                assert_eq!(status, "OK", "{attempt:?}");
+                seen.1 += 1;
+            }
+            // The replica's SERVER span is under the attempt that named it.
+            assert!(
+                spans
+                    .iter()
+                    .any(|s| s.kind == "SERVER" && s.parent_span_id == attempt.span_id),
+                "no server span under {attempt:?}"
+            );
+        }
+        assert_eq!(seen, (bad_calls, good_calls), "{spans:#?}");
+        to_bad += bad_calls;
+        to_good += good_calls;
+    }
+    assert!(to_bad > 0 && to_good > 0, "{to_bad} {to_good}");
 }

@@ -48,6 +48,11 @@ pub(crate) struct Scripted {
     pub(crate) dropped: Arc<AtomicBool>,
     pub(crate) finished: Arc<AtomicUsize>,
     pub(crate) dropped_tx: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+    /// `Get` waits for a permit of this gate before answering (after being seen): the test
+    /// holds calls open on this server as long as it wants.
+    pub(crate) gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Gets a permit each time a call is seen.
+    pub(crate) arrived: Arc<tokio::sync::Notify>,
 }
 
 impl Scripted {
@@ -76,6 +81,7 @@ impl Scripted {
                 .map(|v| v.to_str().unwrap().to_owned()),
             timeout: telemetry::grpc::grpc_timeout(&metadata.clone().into_headers()),
         });
+        self.arrived.notify_one();
         if let Some(code) = self.always {
             return Err(Status::new(code, "scripted"));
         }
@@ -88,6 +94,12 @@ impl Scripted {
     /// `Get`: the scripted answer, then `latency` of work, then the request's number back.
     async fn get(self, request: Request<u64>) -> Result<Response<u64>, Status> {
         self.answer(&request)?;
+        if let Some(gate) = &self.gate {
+            let _permit = gate
+                .acquire()
+                .await
+                .map_err(|_| Status::aborted("the gate closed"))?;
+        }
         if !self.latency.is_zero() {
             let mut guard = WorkGuard {
                 scripted: self.clone(),

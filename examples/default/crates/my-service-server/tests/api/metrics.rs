@@ -1,4 +1,4 @@
-//! The seed's metrics and the RPC conventions' duration histograms, by name, unit and attributes;
+//! The service's own request metrics and the RPC conventions' duration histograms, by name, unit and attributes;
 //! health checks are not counted.
 
 use telemetry_testing::ReceivedPoint;

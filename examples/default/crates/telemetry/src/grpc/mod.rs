@@ -22,7 +22,9 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 pub use calls::ServerCalls;
-pub use client::{Attempt, ClientCall, GrpcClientLayer, GrpcClientService, SpanAttributes};
+pub use client::{
+    Attempt, ClientCall, GrpcClientLayer, GrpcClientService, SpanAttributes, record_peer,
+};
 pub use server::{GrpcServerLayer, GrpcServerService};
 pub(crate) use status::StatusFromCode;
 
@@ -117,13 +119,13 @@ impl RpcPath {
 struct MethodLabels {
     /// `rpc.method`: the full name, or `_OTHER`.
     rpc_method: KeyValue,
-    /// The seed's `method` (server side) or `service` (client side).
-    seed: KeyValue,
+    /// The service's own metrics' `method` (server side) or `service` (client side).
+    own: KeyValue,
 }
 
 impl MethodLabels {
     fn new(path: &RpcPath, side: Side) -> Self {
-        let seed = match side {
+        let own = match side {
             Side::Server => KeyValue::new("method", path.method().to_owned()),
             Side::Client => KeyValue::new("service", path.service().to_owned()),
         };
@@ -132,7 +134,7 @@ impl MethodLabels {
                 attr::RPC_METHOD,
                 opentelemetry::StringValue::from(path.rpc_method()),
             ),
-            seed,
+            own,
         }
     }
 }
@@ -172,16 +174,16 @@ struct Instruments {
     side: Side,
     /// `rpc.server.call.duration` / `rpc.client.call.duration` (none for a client's attempts).
     rpc_duration: Option<Histogram<f64>>,
-    /// The seed's `<prefix>.requests.total` / `<prefix>.client.calls.total`.
+    /// The service's own `<prefix>.requests.total` / `<prefix>.client.calls.total`.
     calls: Counter<u64>,
-    /// The seed's `<prefix>.request.duration` / `<prefix>.client.call.duration` (none for a
+    /// The service's own `<prefix>.request.duration` / `<prefix>.client.call.duration` (none for a
     /// client's attempts).
     duration: Option<Histogram<f64>>,
     /// A client's attempts: counted, and their span gets the status, but no log line, message
     /// counts or histogram, which their call has (the cost of a healthy call's attempt stays one
     /// span and one counter).
     attempt: bool,
-    /// The seed's `<prefix>.requests.active` (server only).
+    /// The service's own `<prefix>.requests.active` (server only).
     active: Option<UpDownCounter<i64>>,
     /// The calls open through the layer, for the server's shutdown (server only).
     open: Option<Arc<calls::OpenCalls>>,
@@ -210,7 +212,7 @@ struct CallRecord {
 impl CallRecord {
     fn new(span: Span, labels: Arc<MethodLabels>, instruments: Arc<Instruments>) -> Self {
         if let Some(active) = &instruments.active {
-            active.add(1, std::slice::from_ref(&labels.seed));
+            active.add(1, std::slice::from_ref(&labels.own));
         }
         if let Some(open) = &instruments.open {
             open.opened();
@@ -307,13 +309,13 @@ impl CallRecord {
         }
 
         let error = if failed { "true" } else { "false" };
-        let seed_attrs = [self.labels.seed.clone(), KeyValue::new("error", error)];
+        let own_attrs = [self.labels.own.clone(), KeyValue::new("error", error)];
         if let Some(active) = &self.instruments.active {
-            active.add(-1, &seed_attrs[..1]);
+            active.add(-1, &own_attrs[..1]);
         }
-        self.instruments.calls.add(1, &seed_attrs);
+        self.instruments.calls.add(1, &own_attrs);
         if let Some(duration) = &self.instruments.duration {
-            duration.record(seconds, &seed_attrs);
+            duration.record(seconds, &own_attrs);
         }
 
         if side == Side::Client && !self.instruments.attempt {

@@ -41,7 +41,7 @@ pub struct GrpcClientLayer {
 
 impl GrpcClientLayer {
     /// `server_address`/`server_port` name the peer on every span; `metric_prefix` names the
-    /// seed-style client metrics (`<prefix>.client.calls.total`, ...).
+    /// service's own client metrics (`<prefix>.client.calls.total`, ...).
     pub fn new(metric_prefix: &str, server_address: &str, server_port: u16) -> Self {
         let meter = opentelemetry::global::meter("telemetry");
         let server = || {
@@ -131,6 +131,8 @@ impl GrpcClientLayer {
             error.type = Empty,
             server.address = &*self.server_address,
             server.port = i64::from(self.server_port),
+            network.peer.address = Empty,
+            network.peer.port = Empty,
         )
     }
 }
@@ -189,6 +191,21 @@ impl ClientCall {
         record.messages = Arc::clone(messages);
         Some(Box::new(record))
     }
+}
+
+/// Names the replica the current call went to, on its CLIENT span (the attempt's, under a retry
+/// loop): `network.peer.address` and `network.peer.port`, the address actually connected to, while
+/// `server.address` stays the name the caller dialled, as the RPC conventions have it. For a
+/// transport that picks the address itself (a balancer over a name's replicas): it calls this when
+/// it hands the request to a replica, which is while the layer polls the call inside its span. Not
+/// a metric attribute: one value per replica would multiply the client's series.
+pub fn record_peer(peer: std::net::SocketAddr) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    span.record("network.peer.address", tracing::field::display(peer.ip()));
+    span.record("network.peer.port", i64::from(peer.port()));
 }
 
 /// Marks a request as attempt `number` (from 1) of `call`, set by a retry loop as a request
@@ -252,6 +269,8 @@ where
                 error.type = Empty,
                 server.address = &*self.layer.server_address,
                 server.port = i64::from(self.layer.server_port),
+                network.peer.address = Empty,
+                network.peer.port = Empty,
                 grpc.attempt = i64::from(attempt.number),
             ),
         };

@@ -1,6 +1,6 @@
-# The seed's Python service, ../shared/seed/python-async-grpclib-otel.md ("Code Sample"), verbatim but for
-# the lines marked "bench:" (README.md beside this file). ci/bench/bench.py --seed generates
-# myservice_pb2.py and myservice_grpc.py from the render's proto and runs this with the seed venv.
+# The Python grpclib reference service, the published Python example (python-async-grpclib-otel.md) ("Code Sample"), verbatim but for
+# the lines marked "bench:" (README.md beside this file). ci/bench/bench.py --python generates
+# myservice_pb2.py and myservice_grpc.py from the render's proto and runs this with the reference service venv.
 import asyncio
 import logging
 import os  # bench: the settings below come from the environment
@@ -28,8 +28,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from myservice_grpc import MyServiceBase, MyServiceStub
 from myservice_pb2 import MyRequest, MyResponse
 
-# bench: the seed hard-codes the collector, the port and the 10 ms query; these read them from
-# the environment, with the seed's values as defaults.
+# bench: the reference service hard-codes the collector, the port and the 10 ms query; these read them from
+# the environment, with the reference service's values as defaults.
 OTLP_ENDPOINT = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-collector:4317")
 LISTEN_HOST, _, LISTEN_PORT = os.environ.get("LISTEN_ADDR", "0.0.0.0:50051").rpartition(":")
 DB_LATENCY_MS = float(os.environ.get("DB_LATENCY_MS", "10"))
@@ -115,10 +115,10 @@ active_requests = meter.create_up_down_counter(
 
 
 class MyServiceImpl(MyServiceBase):
-    # bench: the render's proto has a server stream the seed never had; grpclib's generated base
-    # class requires every method, so the seed answers it as a server without it would.
+    # bench: the render's proto has a server stream the reference service never had; grpclib's generated base
+    # class requires every method, so the reference service answers it as a server without it would.
     async def StreamResults(self, stream) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "StreamResults is not part of the seed")
+        raise GRPCError(Status.UNIMPLEMENTED, "StreamResults is not part of the reference service")
 
     async def ProcessRequest(self, stream) -> None:
         start_time = time.time()
@@ -186,7 +186,7 @@ class MyServiceImpl(MyServiceBase):
             logger.info("Executing database query")
 
             # Simulate async database operation
-            await asyncio.sleep(DB_LATENCY_MS / 1000)  # bench: the seed's 0.01 s by default
+            await asyncio.sleep(DB_LATENCY_MS / 1000)  # bench: the reference service's 0.01 s by default
 
             return MyResponse(result="success")
 
