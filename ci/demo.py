@@ -81,6 +81,15 @@ def print_tree(spans: list[Span], trace_id: str) -> None:
         walk(root, "  ", True, True)
 
 
+# Gauges a one-call client records as it stops, which is all it exports: the calls take less than one
+# export interval (OTEL_METRIC_EXPORT_INTERVAL), so the only data point is the one of its exit flush.
+# Shown with what they mean, rather than as the state the calls saw.
+AT_EXIT = {
+    "endpoints.ready": "as the client exited: it takes its replicas out of the balancer when it stops; "
+                       "a long-running client exports how many report SERVING every interval",
+}
+
+
 def metric_value(p) -> str:
     if p.type in ("Sum", "Gauge"):
         return f"{p.value}"
@@ -98,8 +107,11 @@ def print_metrics(t: Telemetry) -> None:
             latest[key] = p
     for (service, name, _), p in sorted(latest.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
         attrs = " ".join(f"{k}={v}" for k, v in sorted(p.attributes.items()))
+        at_exit = next((why for suffix, why in AT_EXIT.items()
+                        if name.endswith("." + suffix) and str(service).endswith("-client")), None)
+        value = metric_value(p) + (f" {DIM}({at_exit}){RESET}" if at_exit else "")
         print(f"  {service:<24} {BOLD}{name}{RESET} ({p.type}{', ' + p.unit if p.unit else ''}) "
-              f"= {metric_value(p)}  {DIM}{attrs}{RESET}")
+              f"= {value}  {DIM}{attrs}{RESET}")
 
 
 def print_logs(t: Telemetry, json_lines: list[dict]) -> None:

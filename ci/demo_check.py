@@ -50,6 +50,10 @@ def check(text: str) -> list[str]:
     for m in OWN_METRICS:
         if not any(re.search(rf"\.{re.escape(m)} \(", ln) for ln in metrics):
             problems.append(f"no value shown for the metric *.{m}")
+    # A client's endpoints.ready of 0 after calls that succeeded is its exit flush: said so, or wrong.
+    for ln in metrics:
+        if re.search(r"\.endpoints\.ready \(.*\) = 0(\s|$)", ln) and "as the client exited" not in ln:
+            problems.append(f"endpoints.ready shown as 0 without saying it was recorded at exit: {ln!r}")
     trace_id = re.search(r"== trace ([0-9a-f]{32})", lines[start]).group(1)
     correlated = 0
     for i, ln in enumerate(lines[:-1]):

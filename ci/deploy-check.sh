@@ -30,7 +30,7 @@ kustomizations=(deploy/*/kustomization.yaml deploy/overlays/*/kustomization.yaml
 for k in "${kustomizations[@]}"; do
     d=$(dirname "$k")
     file=$out/$(tr / _ <<<"$d").yaml
-    kubectl kustomize "$d" >"$file"
+    "$KUBECTL" kustomize "$d" >"$file"
     for version in $K8S_VERSIONS; do
         "$KUBERNETES_VALIDATE" --strict --quiet -k "$version" "$file" \
             || die "$d: an object does not validate against Kubernetes $version (above)"

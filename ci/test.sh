@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Every test of the template, as CI runs it (.ci/run calls this): installs what is missing, checks
-# the placeholders, renders every variant outside the repository (the default, HTTP/protobuf with
-# other names, a workspace with a second service added), fails on any difference from examples/,
+# the placeholders, runs the READMEs' command that adds a service without a terminal, renders every
+# variant outside the repository (the default, HTTP/protobuf with other names, a workspace with a
+# second service added), fails on any difference from examples/,
 # checks each one's Dockerfile, Kubernetes manifests, compose file and workflow (ci/deploy-check.sh),
 # builds each with warnings as errors, lints, tests, checks that a service holds only its own code
 # (ci/service_size.py), that an RPC is added with two edits (ci/add-rpc.sh) and that a workspace
 # follows a newer template (ci/update-template.sh), and runs the end-to-end scenarios against a real
 # collector.
 # Environment: CI_WORK (renders, logs), CARGO_TARGET_DIR (shared by all renders),
-# E2E=0 to skip the end-to-end scenarios, BENCH=0 to skip the quick benchmark run.
+# E2E=0 to skip the end-to-end scenarios, BENCH=0 to skip the quick benchmark run, ADVISORY_FETCH=0
+# to check advisories against the snapshot without trying to fetch the RustSec database.
+# The last lines say what advisories were checked against, or `advisories: not checked`.
 source "$(dirname "$0")/lib.sh"
 started=$SECONDS
 steps=0
 # Counts a finished step; any failure stops the script (set -e), so the count is of passes.
 passed() { steps=$((steps + 1)); }
 trap 'echo "template checks: $steps passed, 1 failed"' ERR
+# What cargo-deny checked advisories against, per render (ci/check-render.sh appends to it).
+rm -f "$ADVISORY_REPORT"
 
 step "tools"
 ensure_cargo_generate
@@ -32,7 +37,7 @@ ensure_kubectl
 "$HADOLINT" --version
 "$ACTIONLINT" --version | sed -n 1p
 echo "kubernetes-validate $KUBERNETES_VALIDATE_PIN"
-kubectl version --client | sed -n 1,2p
+"$KUBECTL" version --client | sed -n 1,2p
 rustc --version
 
 step "harness unit tests"
@@ -50,6 +55,10 @@ passed
 
 step "adding a service refuses where it cannot work, writing nothing"
 timed bash "$REPO/ci/add-service.sh"
+passed
+
+step "the documented command that adds a service works as written, without a terminal (ci/init-doc.sh)"
+timed bash "$REPO/ci/init-doc.sh"
 passed
 
 step "documents: every link and path in them exists (ci/check_links.py)"
@@ -115,5 +124,16 @@ if [[ ${BENCH:-1} != 0 ]]; then
     passed
 fi
 
-printf '\nall template checks passed in %ds\n' $((SECONDS - started))
-echo "template checks: $steps passed, 0 failed"
+# Passing is not the same as checking: say when the advisories were not checked.
+skipped=
+if [[ ! -f $ADVISORY_REPORT ]]; then
+    advisories="advisories: not checked (cargo-deny did not run)"
+    skipped=", 1 skipped"
+elif grep -q 'advisories not checked' "$ADVISORY_REPORT"; then
+    advisories="advisories: not checked (no RustSec database could be fetched and there is no snapshot at $ADVISORY_SNAPSHOT)"
+    skipped=", 1 skipped"
+else
+    advisories="advisories: checked against $(sed -n '$s/^[^:]*: advisories checked against //p' "$ADVISORY_REPORT")"
+fi
+printf '\nall template checks passed in %ds; %s\n' $((SECONDS - started)) "$advisories"
+echo "template checks: $steps passed, 0 failed$skipped"

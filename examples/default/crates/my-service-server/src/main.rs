@@ -5,7 +5,6 @@ extern crate my_service_server as server;
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser as _;
 
 /// mimalloc serves the many small, short-lived allocations of a traced call (spans, attributes,
@@ -44,9 +43,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         // Before the port opens: a SIGTERM from then on drains, however early it comes.
         let shutdown = server::shutdown_signal();
+        // Name the setting that chose the address: the default port is often taken by another copy.
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot listen on {}: {error}; choose another address with --listen or LISTEN_ADDR (127.0.0.1:0: any free port)",
+                    config.listen
+                )
+            })?;
         server::run(listener, config, shutdown).await
     });
     if let Err(error) = &result {

@@ -280,3 +280,41 @@ async fn the_sdks_warnings_while_building_the_exporters_are_lines() {
     );
     assert_eq!(warnings[0]["level"], 40, "WARN: {:?}", warnings[0]);
 }
+
+/// A port already taken stops the server at once with exit 1 and one error line on stderr that
+/// names the address and the setting that chose it (`--listen`/`LISTEN_ADDR`), not a panic.
+#[tokio::test]
+async fn a_port_already_taken_names_the_address_and_the_listen_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let mut child =
+        std::process::Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
+            .env_clear()
+            .env("LISTEN_ADDR", &address)
+            .env("OTEL_SDK_DISABLED", "true")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    // Bounded: a server that serves anyway (or hangs) fails the test instead of blocking it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the server did not exit with {address} taken");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let error: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    for expected in [address.as_str(), "--listen", "LISTEN_ADDR", "in use"] {
+        assert!(error[0].contains(expected), "no {expected:?} in {stderr}");
+    }
+    drop(taken);
+}
