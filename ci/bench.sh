@@ -3,15 +3,15 @@
 # with the same proto (ci/bench/bare-server), then drives both with h2load against a real
 # collector (ci/bench/bench.py: req/s, p50/p99, server CPU µs per call, spans received versus
 # calls served, medians over alternating rounds).
-# With --python it also drives the Python grpclib reference service (ci/bench/python-reference: grpclib and the OpenTelemetry
+# With --reference it also drives the Python grpclib reference service (ci/bench/python-reference: grpclib and the OpenTelemetry
 # Python SDK, installed by ensure_python_reference_venv) exporting the same way, and prints full/python.
 # Usage: ci/bench.sh [bench.py options]     e.g. ci/bench.sh --rounds 5, ci/bench.sh --quick
-# The full run (every contender, every shape, the reference service too): ci/bench.sh --python
+# The full run (every contender, every shape, the reference service too): ci/bench.sh --reference
 # Environment: BENCH_RENDER=DIR benchmarks an existing render instead of a fresh default one.
 source "$(dirname "$0")/lib.sh"
 ensure_rotel
 ensure_h2load
-[[ " $* " == *" --python "* ]] && ensure_python_reference_venv
+[[ " $* " == *" --reference "* ]] && ensure_python_reference_venv
 if [[ -n ${BENCH_RENDER:-} ]]; then
     render_dir=$BENCH_RENDER
 else

@@ -165,7 +165,7 @@ ensure_rotel() {
     export ROTEL_VENV
 }
 
-# The Python grpclib reference service (ci/bench/python-reference, benchmarked by ci/bench/bench.py --python): grpclib and the
+# The Python grpclib reference service (ci/bench/python-reference, benchmarked by ci/bench/bench.py --reference): grpclib and the
 # OpenTelemetry Python SDK from PyPI, pinned with what they pull in that matters for speed
 # (protobuf, grpcio); grpcio-tools generates the grpclib stubs from the proto at run time.
 PYREF_VENV=${PYREF_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cg-template/python-reference-venv}

@@ -8,7 +8,7 @@ Drives three servers with h2load, one at a time, alternating their order every r
 - ``off``: the rendered server with ``OTEL_SDK_DISABLED=true RUST_LOG=off``;
 - ``full``: the rendered server with all three signals exported over OTLP/gRPC to rotel (the real
   collector), which forwards them to a receiver that only counts; JSON lines go to a file;
-- ``python`` (opt-in, ``--python``): the Python grpclib reference service (ci/bench/python-reference/server.py: grpclib and
+- ``python`` (opt-in, ``--reference``): the Python grpclib reference service (ci/bench/python-reference/server.py: grpclib and
   the OpenTelemetry Python SDK), exporting the same way as ``full``.
 
 For each load shape it prints the medians over the rounds of req/s, p50/p99 latency (from h2load's
@@ -360,7 +360,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--direct", action="store_true",
                    help="the server exports straight to the counting receiver, without rotel in between")
-    p.add_argument("--python", action="store_true",
+    p.add_argument("--reference", action="store_true",
                    help="also run the Python grpclib reference service (ci/bench/python-reference; its venv: ci/lib.sh ensure_python_reference_venv)")
     reference_venv = os.environ.get("PYREF_VENV") or Path.home() / ".cache/cg-template/python-reference-venv"
     p.add_argument("--reference-python", default=str(Path(reference_venv) / "bin/python"),
@@ -388,7 +388,7 @@ def main() -> int:
         args.levers[name] = dict(kv.split("=", 1) for kv in assignments.split(",") if "=" in kv)
     known = list(CONTENDERS) + [f"{m}@{n}" for n in args.compare for m in ("off", "full")]
     known += [f"full#{n}" for n in args.levers]
-    if args.python:
+    if args.reference:
         known.append("python")
         args.only += ",python"
     only = args.only.split(",")

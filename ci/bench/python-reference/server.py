@@ -1,5 +1,5 @@
 # The Python grpclib reference service, the published Python example (python-async-grpclib-otel.md) ("Code Sample"), verbatim but for
-# the lines marked "bench:" (README.md beside this file). ci/bench/bench.py --python generates
+# the lines marked "bench:" (README.md beside this file). ci/bench/bench.py --reference generates
 # myservice_pb2.py and myservice_grpc.py from the render's proto and runs this with the reference service venv.
 import asyncio
 import logging
