@@ -316,10 +316,7 @@ impl Fleet {
         let healthy = {
             let mut healthy = self.lock_healthy();
             match endpoint {
-                Some(endpoint) => {
-                    self.lock_refused().remove(&address);
-                    healthy.insert(address, endpoint)
-                }
+                Some(endpoint) => healthy.insert(address, endpoint),
                 None => healthy.remove(&address),
             };
             healthy.clone()
@@ -497,6 +494,10 @@ async fn watch_replica(
             _ = &mut stopped => break 'watch,
             opened = open_watch(service, &endpoint, timeout) => opened,
         };
+        if opened.is_ok() {
+            // It answered: whatever it reports (NOT_SERVING included), it no longer refuses.
+            fleet.lock_refused().remove(&address);
+        }
         let failure = match opened {
             Ok(Some(mut stream)) => loop {
                 let message = tokio::select! {
