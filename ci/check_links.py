@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import sys
+from functools import cache
 from pathlib import Path
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -38,9 +39,15 @@ def candidates(text: str) -> tuple[list[str], list[str]]:
     return links, paths
 
 
+@cache
+def top_folders(root: Path) -> frozenset[str]:
+    """The top-level folders of a tree: a backticked path starting with one is checked."""
+    return frozenset(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def check(doc: Path, root: Path, problems: list[str]) -> None:
     links, tokens = candidates(doc.read_text(errors="replace"))
-    tops = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    tops = top_folders(root)
     for target in links:
         if target and not (doc.parent / target).exists():
             problems.append(f"{doc}: link to {target}, which does not exist")
