@@ -16,7 +16,7 @@ produces after the collector is back reaches it.
    - the cumulative myservice.requests.total received after the restart equals all calls served
      (pre + mid + post): the counter survives the outage;
    - no span received twice; every stdout line JSON; export problems rate-limited (no callsite
-     twice within 60 s); server exits 0.
+     twice within 60 s); the server said that export recovered, for each signal; server exits 0.
    Reported, not checked: how many mid spans were lost while rotel was down
    (mid_spans_lost), and how long after the restart the first span arrived.
 
@@ -198,6 +198,15 @@ def body(run: Run) -> None:
     f["sdk_lines_by_callsite"] = {k: sum(1 for r in sdk if common.callsite(r) == k) for k in {common.callsite(r) for r in sdk}}
     f["dropped"] = common.dropped_counts(records)
     c.check(f["export_failure_reported_after_s"] is not None, "the server reported the failed export while rotel was down")
+    recovered = {}
+    for r in records:
+        msg = str(r.get("msg", ""))
+        tm = common.bunyan_time(r)
+        if msg.startswith("telemetry export recovered: ") and tm is not None and tm >= restarted_wall:
+            recovered[msg.removeprefix("telemetry export recovered: ").split(" are exported again")[0]] = msg
+    f["export_recovered"] = sorted(recovered)
+    c.equal(sorted(recovered), ["log records", "metrics", "spans"],
+            "after the restart the server said that export recovered, for each signal")
     c.empty(common.repeats_within(sdk, 60.0), "no SDK/transport callsite wrote twice within 60 s")
     c.check(rc == 0 and not server.killed, "server exited 0 on SIGTERM", f"exit {rc}, killed={server.killed}")
 
