@@ -43,6 +43,7 @@ rustc --version
 step "harness unit tests"
 "$ROTEL_VENV/bin/python" -m unittest discover -s "$REPO/ci/e2e" -p 'test_*.py'
 "$ROTEL_VENV/bin/python" -m unittest discover -s "$REPO/ci/bench" -p 'test_*.py'
+"$ROTEL_VENV/bin/python" -m unittest discover -s "$REPO/ci" -p 'test_*.py'
 passed
 
 step "placeholder validation"
@@ -103,6 +104,16 @@ if [[ ${E2E:-1} != 0 ]]; then
     step "end to end against rotel (release build)"
     (cd "$default" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" timed cargo build --locked --release)
     timed "$ROTEL_VENV/bin/python" "$REPO/ci/e2e/run_all.py" --bin-dir "$CARGO_TARGET_DIR/release"
+    passed
+
+    # What a user does after `cargo build`: one set of features for the whole workspace means
+    # `cargo run -p <service>-server` (or -client) compiles nothing again.
+    step "one package built after the workspace compiles nothing again (cargo build, then -p each binary)"
+    for package in my-service-server my-service-client; do
+        (cd "$default" && RUSTFLAGS="${RUSTFLAGS:-} -D warnings" \
+            cargo build --locked --release -p "$package" --message-format=json 2>/dev/null) |
+            python3 "$REPO/ci/fresh_build.py" "$package"
+    done
     passed
 
     step "the demo shows a trace tree, the service's own metrics and correlated logs (ci/demo.py on the release build)"
