@@ -474,7 +474,7 @@ where
         .map(|SpanAttributes(attributes)| attributes)
         .unwrap_or_default();
     let call = calls.layer.start_call(&path, attributes);
-    let replay = Replay::new(body, RETRY_BUFFER_BYTES);
+    let replay = Replay::new(body, RETRY_BUFFER_BYTES).await;
     let mut backoff = Duration::from_millis(calls.settings.initial_backoff_ms);
     let mut number = 1;
     loop {
