@@ -452,13 +452,13 @@ where
 /// One logical call: attempts until one commits or succeeds, fails for good, or the deadline
 /// passes.
 async fn attempts<S, B>(
-    inner: S,
+    mut inner: S,
     calls: Arc<Calls>,
     timeout: Duration,
     request: http::Request<tonic::body::Body>,
 ) -> Result<http::Response<tonic::body::Body>, Infallible>
 where
-    S: tower::Service<http::Request<ReplayBody>, Response = http::Response<B>> + Clone,
+    S: tower::Service<http::Request<ReplayBody>, Response = http::Response<B>>,
     S::Error: std::error::Error + Send,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -466,14 +466,12 @@ where
     let (mut parts, body) = request.into_parts();
     let timeout = telemetry::grpc::grpc_timeout(&parts.headers).unwrap_or(timeout);
     let deadline = tokio::time::Instant::now() + timeout;
-    let path = parts.uri.path().to_owned();
-    let method = path.trim_start_matches('/').to_owned();
     let attributes = parts
         .extensions
         .remove::<SpanAttributes>()
         .map(|SpanAttributes(attributes)| attributes)
         .unwrap_or_default();
-    let call = calls.layer.start_call(&path, attributes);
+    let call = calls.layer.start_call(parts.uri.path(), attributes);
     let replay = Replay::new(body, RETRY_BUFFER_BYTES).await;
     let mut backoff = Duration::from_millis(calls.settings.initial_backoff_ms);
     let mut number = 1;
@@ -497,8 +495,7 @@ where
             number,
             call: call.clone(),
         });
-        let mut transport = inner.clone();
-        let sent = async move { transport.ready().await?.call(attempt).await };
+        let sent = async { inner.ready().await?.call(attempt).await };
         let outcome = tokio::time::timeout_at(deadline, sent)
             .instrument(call.span().clone())
             .await;
@@ -532,7 +529,8 @@ where
             status
         };
         let committed = replay.overflowed() || call.committed();
-        match calls.next_attempt(&method, committed, number, &status, &mut backoff, deadline) {
+        let method = parts.uri.path().trim_start_matches('/');
+        match calls.next_attempt(method, committed, number, &status, &mut backoff, deadline) {
             Some(delay) => {
                 tokio::time::sleep(delay)
                     .instrument(call.span().clone())
