@@ -375,6 +375,12 @@ fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
+// The headers each attempt sets or reads, named once rather than parsed from text per call.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+const GRPC_PREVIOUS_RPC_ATTEMPTS: http::HeaderName =
+    http::HeaderName::from_static("grpc-previous-rpc-attempts");
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The channel with deadlines and retries: every call through it is one logical call (its CLIENT
 /// span) of attempts through `S` (the telemetry layer on the transport). Clones share the
 /// throttle; each has its default deadline ([`crate::Connection::with_timeout`]).
@@ -452,13 +458,13 @@ where
 /// One logical call: attempts until one commits or succeeds, fails for good, or the deadline
 /// passes.
 async fn attempts<S, B>(
-    inner: S,
+    mut inner: S,
     calls: Arc<Calls>,
     timeout: Duration,
     request: http::Request<tonic::body::Body>,
 ) -> Result<http::Response<tonic::body::Body>, Infallible>
 where
-    S: tower::Service<http::Request<ReplayBody>, Response = http::Response<B>> + Clone,
+    S: tower::Service<http::Request<ReplayBody>, Response = http::Response<B>>,
     S::Error: std::error::Error + Send,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -466,15 +472,13 @@ where
     let (mut parts, body) = request.into_parts();
     let timeout = telemetry::grpc::grpc_timeout(&parts.headers).unwrap_or(timeout);
     let deadline = tokio::time::Instant::now() + timeout;
-    let path = parts.uri.path().to_owned();
-    let method = path.trim_start_matches('/').to_owned();
     let attributes = parts
         .extensions
         .remove::<SpanAttributes>()
         .map(|SpanAttributes(attributes)| attributes)
         .unwrap_or_default();
-    let call = calls.layer.start_call(&path, attributes);
-    let replay = Replay::new(body, RETRY_BUFFER_BYTES);
+    let call = calls.layer.start_call(parts.uri.path(), attributes);
+    let replay = Replay::new(body, RETRY_BUFFER_BYTES).await;
     let mut backoff = Duration::from_millis(calls.settings.initial_backoff_ms);
     let mut number = 1;
     loop {
@@ -486,10 +490,10 @@ where
         *attempt.headers_mut() = parts.headers.clone();
         *attempt.extensions_mut() = parts.extensions.clone();
         let headers = attempt.headers_mut();
-        headers.insert("grpc-timeout", grpc_timeout(left));
+        headers.insert(GRPC_TIMEOUT, grpc_timeout(left));
         if number > 1 {
             headers.insert(
-                "grpc-previous-rpc-attempts",
+                GRPC_PREVIOUS_RPC_ATTEMPTS,
                 http::HeaderValue::from(number - 1),
             );
         }
@@ -497,15 +501,14 @@ where
             number,
             call: call.clone(),
         });
-        let mut transport = inner.clone();
-        let sent = async move { transport.ready().await?.call(attempt).await };
+        let sent = async { inner.ready().await?.call(attempt).await };
         let outcome = tokio::time::timeout_at(deadline, sent)
             .instrument(call.span().clone())
             .await;
         let status = match outcome {
             // Response headers without a status: the call is committed to this attempt, whose
             // end ends the call.
-            Ok(Ok(response)) if !response.headers().contains_key("grpc-status") => {
+            Ok(Ok(response)) if !response.headers().contains_key(GRPC_STATUS) => {
                 calls.succeeded();
                 return Ok(response.map(tonic::body::Body::new));
             }
@@ -532,7 +535,8 @@ where
             status
         };
         let committed = replay.overflowed() || call.committed();
-        match calls.next_attempt(&method, committed, number, &status, &mut backoff, deadline) {
+        let method = parts.uri.path().trim_start_matches('/');
+        match calls.next_attempt(method, committed, number, &status, &mut backoff, deadline) {
             Some(delay) => {
                 tokio::time::sleep(delay)
                     .instrument(call.span().clone())
@@ -548,17 +552,33 @@ where
 }
 
 /// `grpc-timeout` for `left`: microseconds while they fit the 8 digits gRPC allows (100 s), else
-/// milliseconds, else seconds.
+/// milliseconds, else seconds. Written by hand, once per attempt: `format!` and a `String` cost a
+/// call about as much as the rest of the header's handling.
 fn grpc_timeout(left: Duration) -> http::HeaderValue {
-    let micros = left.as_micros();
-    let value = if micros < 100_000_000 {
-        format!("{micros}u")
+    let micros = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
+    let (mut amount, unit) = if micros < 100_000_000 {
+        (micros, b'u')
     } else if micros / 1000 < 100_000_000 {
-        format!("{}m", micros / 1000)
+        (micros / 1000, b'm')
     } else {
-        format!("{}S", left.as_secs().min(99_999_999))
+        (left.as_secs().min(99_999_999), b'S')
     };
-    http::HeaderValue::try_from(value)
+    // At most 8 digits, then the unit, written from the end.
+    let mut text = [b'0'; 9];
+    let mut start = text.len() - 1;
+    text[start] = unit;
+    loop {
+        start -= 1;
+        // `amount % 10` is a digit.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (amount % 10) as u8;
+        text[start] = b'0' + digit;
+        amount /= 10;
+        if amount == 0 {
+            break;
+        }
+    }
+    http::HeaderValue::from_bytes(&text[start..])
         .unwrap_or_else(|_| unreachable!("digits and a unit letter are a valid header value"))
 }
 
@@ -666,5 +686,9 @@ mod tests {
         assert_eq!(grpc_timeout(Duration::from_millis(1500)), "1500000u");
         assert_eq!(grpc_timeout(Duration::from_secs(500)), "500000m");
         assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "200000S");
+        assert_eq!(grpc_timeout(Duration::ZERO), "0u");
+        assert_eq!(grpc_timeout(Duration::from_micros(99_999_999)), "99999999u");
+        assert_eq!(grpc_timeout(Duration::from_secs(100)), "100000m");
+        assert_eq!(grpc_timeout(Duration::MAX), "99999999S");
     }
 }
