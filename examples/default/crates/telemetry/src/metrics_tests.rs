@@ -171,13 +171,21 @@ fn process_metrics_are_plausible_and_cpu_time_grows_with_work() {
             .sum()
     };
     let before = collect(&provider, &exporter);
-    // 300 ms of arithmetic: 30 clock ticks.
+    // Arithmetic until the process has spent 100 ms more CPU (10 clock ticks), or 20 s went by: on
+    // a loaded machine a slice of wall-clock time may hold little of this thread's CPU time.
     let start = std::time::Instant::now();
     let mut x = 0u64;
-    while start.elapsed() < std::time::Duration::from_millis(300) {
-        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-    }
-    let after = collect(&provider, &exporter);
+    let after = loop {
+        let slice = std::time::Instant::now();
+        while slice.elapsed() < std::time::Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = collect(&provider, &exporter);
+        if cpu(&after) >= cpu(&before) + 0.1 || start.elapsed() > std::time::Duration::from_secs(20)
+        {
+            break after;
+        }
+    };
 
     let expected = [
         ("process.cpu.time", "s"),

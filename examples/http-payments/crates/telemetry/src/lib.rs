@@ -19,6 +19,7 @@ mod io;
 mod metrics_tests;
 mod process;
 mod providers;
+mod recovery;
 mod runtime;
 mod sched;
 pub mod settings;

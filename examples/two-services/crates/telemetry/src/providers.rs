@@ -14,6 +14,7 @@ use opentelemetry_sdk::resource::{
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use crate::console::ConsoleExporter;
+use crate::recovery::Watched;
 use crate::settings::{ExporterKind, Protocol, Settings, SignalSettings};
 
 /// The three providers; `None` where the signal is off.
@@ -199,6 +200,7 @@ pub(crate) fn tracer_provider(
 ) -> SdkTracerProvider {
     // The batch processor runs on its own thread and drops (never blocks) when its queue is full.
     // Before it, gRPC spans get their status from their code alone (grpc::StatusFromCode).
+    let exporter = Watched::new("spans", exporter);
     let batch = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build();
     SdkTracerProvider::builder()
         .with_span_processor(crate::grpc::StatusFromCode(batch))
@@ -211,7 +213,7 @@ pub(crate) fn logger_provider(
     resource: &Resource,
 ) -> SdkLoggerProvider {
     SdkLoggerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(Watched::new("log records", exporter))
         .with_resource(resource.clone())
         .build()
 }
@@ -221,7 +223,7 @@ pub(crate) fn meter_provider(
     settings: &Settings,
     resource: &Resource,
 ) -> SdkMeterProvider {
-    let reader = PeriodicReader::builder(exporter)
+    let reader = PeriodicReader::builder(Watched::new("metrics", exporter))
         .with_interval(settings.metric_export_interval)
         .build();
     SdkMeterProvider::builder()
