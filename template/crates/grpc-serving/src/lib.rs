@@ -148,7 +148,8 @@ impl Server {
             .layer(telemetry_layer)
             // Inside the telemetry layer: a refused call gets its server span and metrics.
             .layer(shed_layer)
-            // The handler's deadline; inside the telemetry layer, so an expiry is on the span.
+            // The handler's and the response stream's deadline; inside the telemetry layer, so
+            // an expiry is on the span.
             .layer(deadline::DeadlineLayer)
             .layer(limits::MessageLimitLayer)
             .add_service(health_service)

@@ -592,8 +592,10 @@ pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
 /// What `Body::poll_frame` returns.
 type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
 
-/// A response stream's deadline: when it passes before the status, the stream ends there with
-/// DEADLINE_EXCEEDED trailers, recorded as such; the inner body is dropped with the response.
+/// A client's response stream deadline: when it passes before the status, the stream ends there
+/// with DEADLINE_EXCEEDED trailers, recorded as such; the inner body is dropped with the response.
+/// (A server's streams have theirs from the server's own deadline layer, inside the server layer,
+/// which records its DEADLINE_EXCEEDED trailers like any status.)
 struct Deadline {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     expired: bool,
@@ -645,7 +647,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
         record: Option<CallRecord>,
-        deadline: Option<tokio::time::Instant>,
+        // A client's stream deadline (see `Deadline`).
+        stream_deadline: Option<tokio::time::Instant>,
         carried: Carried,
         // A client attempt's logical call, which goes on with this attempt if it commits.
         call: Option<ClientCall>,
@@ -682,16 +685,16 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, Span::none()),
             record: None,
-            deadline: None,
+            stream_deadline: None,
             carried: Carried::default(),
             call: None,
         }
     }
 
     /// Calls `inner` with `request` as one instrumented call: run inside `span`, its request
-    /// messages counted, its outcome recorded in `instruments` under `labels`, and its response
-    /// stream ended as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes (tonic enforces it
-    /// only until the response headers, so a stream would otherwise outlive it).
+    /// messages counted, its outcome recorded in `instruments` under `labels`, and, on a client,
+    /// its response stream ended as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes (tonic
+    /// enforces it only until the response headers, so a stream would otherwise outlive it).
     fn traced<S, ReqBody, ResBody>(
         inner: &mut S,
         request: http::Request<ReqBody>,
@@ -708,6 +711,7 @@ impl<F> ResponseFuture<F> {
         ReqBody: Body<Data = prost::bytes::Bytes> + Send + 'static,
         ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let client = instruments.side == Side::Client;
         let mut record = CallRecord::new(span.clone(), labels, instruments);
         let deadline =
             grpc_timeout(request.headers()).map(|timeout| tokio::time::Instant::now() + timeout);
@@ -716,7 +720,7 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, span),
             record: Some(record),
-            deadline,
+            stream_deadline: deadline.filter(|_| client),
             carried: Carried::default(),
             call: None,
         }
@@ -769,7 +773,7 @@ where
                 {
                     record.call = call.commit(&record.messages);
                 }
-                let deadline = Deadline::new(*this.deadline);
+                let deadline = Deadline::new(*this.stream_deadline);
                 let carried = this.carried.take();
                 Ok(response.map(|inner| TracedBody {
                     inner,
