@@ -2,14 +2,13 @@
 //! so no handler or caller writes per-method telemetry. They follow the RPC semantic conventions
 //! (stable since semconv v1.45), defined here because the Rust semconv crate predates them.
 
-mod calls;
 mod client;
 mod server;
 mod status;
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -21,11 +20,10 @@ use tonic::Code;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-pub use calls::ServerCalls;
 pub use client::{
     Attempt, ClientCall, GrpcClientLayer, GrpcClientService, SpanAttributes, record_peer,
 };
-pub use server::{GrpcServerLayer, GrpcServerService};
+pub use server::{GrpcServerLayer, GrpcServerService, Unfinished};
 pub(crate) use status::StatusFromCode;
 
 /// Semantic-convention attribute names.
@@ -185,15 +183,18 @@ struct Instruments {
     attempt: bool,
     /// The service's own `<prefix>.requests.active` (server only).
     active: Option<UpDownCounter<i64>>,
-    /// The calls open through the layer, for the server's shutdown (server only).
-    open: Option<Arc<calls::OpenCalls>>,
+    /// What a call that ends before its status is known is recorded as, once the layer's owner
+    /// has said ([`Unfinished::record_as`]); until then CANCELLED, or DEADLINE_EXCEEDED past the
+    /// call's deadline.
+    unfinished: OnceLock<(Code, &'static str)>,
     /// `server.address` and `server.port` for `rpc.client.call.duration` (client only): built once
     /// per channel, so a call clones a reference count and an integer.
     server: Option<[KeyValue; 2]>,
 }
 
 /// One call in flight: its span, start time and instruments. Finishing records the outcome once;
-/// dropping an unfinished call (the peer went away) records it as CANCELLED.
+/// dropping an unfinished call (the peer went away) records it as CANCELLED, or as its layer's
+/// owner said ([`Unfinished`]).
 struct CallRecord {
     span: Span,
     start: Instant,
@@ -213,9 +214,6 @@ impl CallRecord {
     fn new(span: Span, labels: Arc<MethodLabels>, instruments: Arc<Instruments>) -> Self {
         if let Some(active) = &instruments.active {
             active.add(1, std::slice::from_ref(&labels.own));
-        }
-        if let Some(open) = &instruments.open {
-            open.opened();
         }
         Self {
             span,
@@ -330,9 +328,6 @@ impl CallRecord {
             self.record_message_counts();
         }
         self.end_span();
-        if let Some(open) = &self.instruments.open {
-            open.recorded();
-        }
         if let Some(mut call) = self.call.take() {
             call.finish(code, message);
         }
@@ -370,13 +365,10 @@ impl Drop for CallRecord {
         if self.finished {
             return;
         }
-        // Once the server has cut its calls at the drain timeout, a call ending unfinished was
-        // cut by the server (the code gRPC gives a server shutting down); before, its peer left.
-        if self.instruments.open.as_ref().is_some_and(|o| o.is_cut()) {
-            self.finish(
-                Code::Unavailable,
-                "cut at shutdown: the server's drain timeout passed first",
-            );
+        // The layer's owner knows why its calls end unfinished once it ends them itself; before,
+        // the peer left.
+        if let Some(&(code, message)) = self.instruments.unfinished.get() {
+            self.finish(code, message);
         } else if self.expired() {
             self.finish(
                 Code::DeadlineExceeded,
