@@ -1,5 +1,7 @@
 //! The end of a shutdown: what the drain timeout leaves open is cut, and recorded before `run`
-//! returns, so no call outlives the telemetry pipeline that records it.
+//! returns, so no call outlives the telemetry pipeline that records it. The server's layers
+//! count the open calls ([`OpenCalls`], outside the telemetry layer) and tell the telemetry
+//! layer how the calls they cut are recorded ([`Unfinished`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,11 +12,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use telemetry::grpc::ServerCalls;
+use telemetry::grpc::Unfinished;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+pub use crate::calls::OpenCalls;
 
 /// How long the calls cut at the drain timeout have to record themselves: they end as soon as
 /// their connection task sees the connection closed.
@@ -128,15 +132,22 @@ impl AsyncWrite for Connection {
     }
 }
 
+/// What a call cut at the drain timeout is recorded as, with UNAVAILABLE: the code gRPC gives a
+/// server shutting down, a server failure (`error.type`, an ERROR span status), not a CANCELLED
+/// call its client gave up.
+const CUT: &str = "cut at shutdown: the server's drain timeout passed first";
+
 /// Runs `serve` (a server on [`Connections::incoming`] with a graceful shutdown) to its end.
 /// Once `draining` completes (the graceful shutdown began), it has `drain_timeout` to finish;
-/// then the calls still open are cut: recorded as UNAVAILABLE (span and metrics, see
-/// [`ServerCalls::cut`]) and their connections closed, and this returns once they are recorded.
+/// then the calls still open (`calls`) are cut: recorded as UNAVAILABLE by the telemetry layer
+/// whose `unfinished` this is, and their connections closed; and this returns once they are
+/// recorded.
 pub async fn drain<E>(
     serve: impl Future<Output = Result<(), E>>,
     draining: impl Future<Output = bool>,
     drain_timeout: Duration,
-    calls: &ServerCalls,
+    calls: &OpenCalls,
+    unfinished: &Unfinished,
     connections: &Connections,
 ) -> Result<(), E> {
     let mut serve = std::pin::pin!(serve);
@@ -156,12 +167,14 @@ pub async fn drain<E>(
         drain_timeout,
         calls.open()
     );
-    calls.cut();
+    // From here on a call that ends without its status ends because the connection under it
+    // was closed.
+    unfinished.record_as(tonic::Code::Unavailable, CUT);
     connections.close_all();
     let recorded = tokio::time::timeout(CUT_WAIT, async {
         // The server ends once its connections are closed; the calls' tasks record them.
         let _ = serve.await;
-        calls.all_recorded().await;
+        calls.all_ended().await;
     })
     .await;
     if recorded.is_err() {

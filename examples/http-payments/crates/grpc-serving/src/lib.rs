@@ -5,6 +5,7 @@
 //! `lib.rs` builds its handler and calls [`Server::serve`]; its `main` reads its flags (with
 //! [`Config`] flattened in), starts telemetry and waits for [`shutdown_signal`].
 
+mod calls;
 mod config;
 pub mod deadline;
 pub mod drain;
@@ -129,9 +130,11 @@ impl Server {
             health.clear_service_status("").await;
             let _ = draining_tx.send(());
         };
+        let calls_layer = calls::OpenCallsLayer::default();
+        let calls = calls_layer.calls();
         let telemetry_layer =
             telemetry::grpc::GrpcServerLayer::new(metric_prefix, &descriptor_sets);
-        let calls = telemetry_layer.calls();
+        let unfinished = telemetry_layer.unfinished();
         let shed_layer = shed::LoadShedLayer::new(config.max_concurrent_calls, metric_prefix);
         let connections = drain::Connections::default();
         // Connections close gracefully at their age (GOAWAY; calls in flight finish), so clients
@@ -145,10 +148,13 @@ impl Server {
                 .context("the TLS configuration is not usable")?;
         }
         let serve = builder
+            // Outside the telemetry layer: a call counts until the telemetry layer recorded it.
+            .layer(calls_layer)
             .layer(telemetry_layer)
             // Inside the telemetry layer: a refused call gets its server span and metrics.
             .layer(shed_layer)
-            // The handler's deadline; inside the telemetry layer, so an expiry is on the span.
+            // The handler's and the response stream's deadline; inside the telemetry layer, so
+            // an expiry is on the span.
             .layer(deadline::DeadlineLayer)
             .layer(limits::MessageLimitLayer)
             .add_service(health_service)
@@ -162,6 +168,7 @@ impl Server {
             async { draining_rx.await.is_ok() },
             config.drain_timeout(),
             &calls,
+            &unfinished,
             &connections,
         )
         .await

@@ -64,7 +64,7 @@ impl GrpcClientLayer {
             duration: None,
             attempt: true,
             active: None,
-            open: None,
+            unfinished: std::sync::OnceLock::new(),
             server: Some(server()),
         };
         let instruments = Instruments {
@@ -86,7 +86,7 @@ impl GrpcClientLayer {
             )),
             attempt: false,
             active: None,
-            open: None,
+            unfinished: std::sync::OnceLock::new(),
             server: Some(server()),
         };
         Self {

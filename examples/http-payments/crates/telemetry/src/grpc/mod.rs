@@ -2,14 +2,13 @@
 //! so no handler or caller writes per-method telemetry. They follow the RPC semantic conventions
 //! (stable since semconv v1.45), defined here because the Rust semconv crate predates them.
 
-mod calls;
 mod client;
 mod server;
 mod status;
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -21,11 +20,10 @@ use tonic::Code;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-pub use calls::ServerCalls;
 pub use client::{
     Attempt, ClientCall, GrpcClientLayer, GrpcClientService, SpanAttributes, record_peer,
 };
-pub use server::{GrpcServerLayer, GrpcServerService};
+pub use server::{GrpcServerLayer, GrpcServerService, Unfinished};
 pub(crate) use status::StatusFromCode;
 
 /// Semantic-convention attribute names.
@@ -185,15 +183,18 @@ struct Instruments {
     attempt: bool,
     /// The service's own `<prefix>.requests.active` (server only).
     active: Option<UpDownCounter<i64>>,
-    /// The calls open through the layer, for the server's shutdown (server only).
-    open: Option<Arc<calls::OpenCalls>>,
+    /// What a call that ends before its status is known is recorded as, once the layer's owner
+    /// has said ([`Unfinished::record_as`]); until then CANCELLED, or DEADLINE_EXCEEDED past the
+    /// call's deadline.
+    unfinished: OnceLock<(Code, &'static str)>,
     /// `server.address` and `server.port` for `rpc.client.call.duration` (client only): built once
     /// per channel, so a call clones a reference count and an integer.
     server: Option<[KeyValue; 2]>,
 }
 
 /// One call in flight: its span, start time and instruments. Finishing records the outcome once;
-/// dropping an unfinished call (the peer went away) records it as CANCELLED.
+/// dropping an unfinished call (the peer went away) records it as CANCELLED, or as its layer's
+/// owner said ([`Unfinished`]).
 struct CallRecord {
     span: Span,
     start: Instant,
@@ -213,9 +214,6 @@ impl CallRecord {
     fn new(span: Span, labels: Arc<MethodLabels>, instruments: Arc<Instruments>) -> Self {
         if let Some(active) = &instruments.active {
             active.add(1, std::slice::from_ref(&labels.own));
-        }
-        if let Some(open) = &instruments.open {
-            open.opened();
         }
         Self {
             span,
@@ -330,9 +328,6 @@ impl CallRecord {
             self.record_message_counts();
         }
         self.end_span();
-        if let Some(open) = &self.instruments.open {
-            open.recorded();
-        }
         if let Some(mut call) = self.call.take() {
             call.finish(code, message);
         }
@@ -370,13 +365,10 @@ impl Drop for CallRecord {
         if self.finished {
             return;
         }
-        // Once the server has cut its calls at the drain timeout, a call ending unfinished was
-        // cut by the server (the code gRPC gives a server shutting down); before, its peer left.
-        if self.instruments.open.as_ref().is_some_and(|o| o.is_cut()) {
-            self.finish(
-                Code::Unavailable,
-                "cut at shutdown: the server's drain timeout passed first",
-            );
+        // The layer's owner knows why its calls end unfinished once it ends them itself; before,
+        // the peer left.
+        if let Some(&(code, message)) = self.instruments.unfinished.get() {
+            self.finish(code, message);
         } else if self.expired() {
             self.finish(
                 Code::DeadlineExceeded,
@@ -592,8 +584,10 @@ pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
 /// What `Body::poll_frame` returns.
 type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
 
-/// A response stream's deadline: when it passes before the status, the stream ends there with
-/// DEADLINE_EXCEEDED trailers, recorded as such; the inner body is dropped with the response.
+/// A client's response stream deadline: when it passes before the status, the stream ends there
+/// with DEADLINE_EXCEEDED trailers, recorded as such; the inner body is dropped with the response.
+/// (A server's streams have theirs from the server's own deadline layer, inside the server layer,
+/// which records its DEADLINE_EXCEEDED trailers like any status.)
 struct Deadline {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     expired: bool,
@@ -645,7 +639,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
         record: Option<CallRecord>,
-        deadline: Option<tokio::time::Instant>,
+        // A client's stream deadline (see `Deadline`).
+        stream_deadline: Option<tokio::time::Instant>,
         carried: Carried,
         // A client attempt's logical call, which goes on with this attempt if it commits.
         call: Option<ClientCall>,
@@ -682,16 +677,16 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, Span::none()),
             record: None,
-            deadline: None,
+            stream_deadline: None,
             carried: Carried::default(),
             call: None,
         }
     }
 
     /// Calls `inner` with `request` as one instrumented call: run inside `span`, its request
-    /// messages counted, its outcome recorded in `instruments` under `labels`, and its response
-    /// stream ended as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes (tonic enforces it
-    /// only until the response headers, so a stream would otherwise outlive it).
+    /// messages counted, its outcome recorded in `instruments` under `labels`, and, on a client,
+    /// its response stream ended as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes (tonic
+    /// enforces it only until the response headers, so a stream would otherwise outlive it).
     fn traced<S, ReqBody, ResBody>(
         inner: &mut S,
         request: http::Request<ReqBody>,
@@ -708,6 +703,7 @@ impl<F> ResponseFuture<F> {
         ReqBody: Body<Data = prost::bytes::Bytes> + Send + 'static,
         ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let client = instruments.side == Side::Client;
         let mut record = CallRecord::new(span.clone(), labels, instruments);
         let deadline =
             grpc_timeout(request.headers()).map(|timeout| tokio::time::Instant::now() + timeout);
@@ -716,7 +712,7 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, span),
             record: Some(record),
-            deadline,
+            stream_deadline: deadline.filter(|_| client),
             carried: Carried::default(),
             call: None,
         }
@@ -769,7 +765,7 @@ where
                 {
                     record.call = call.commit(&record.messages);
                 }
-                let deadline = Deadline::new(*this.deadline);
+                let deadline = Deadline::new(*this.stream_deadline);
                 let carried = this.carried.take();
                 Ok(response.map(|inner| TracedBody {
                     inner,

@@ -28,7 +28,6 @@ const UNTRACED_SERVICES: [&str; 3] = [
 pub struct GrpcServerLayer {
     instruments: Arc<Instruments>,
     methods: Arc<Methods>,
-    open: Arc<super::calls::OpenCalls>,
 }
 
 /// The methods the server implements, each with its metric labels, and the labels of `_OTHER`.
@@ -75,7 +74,6 @@ impl GrpcServerLayer {
     /// installs the meter provider it records into.
     pub fn new(metric_prefix: &str, descriptor_sets: &[&[u8]]) -> Self {
         let meter = opentelemetry::global::meter("telemetry");
-        let open = Arc::new(super::calls::OpenCalls::default());
         let instruments = Instruments {
             side: Side::Server,
             rpc_duration: Some(duration_histogram(
@@ -101,13 +99,12 @@ impl GrpcServerLayer {
                     .with_description("Number of requests currently being processed")
                     .build(),
             ),
-            open: Some(Arc::clone(&open)),
+            unfinished: std::sync::OnceLock::new(),
             server: None,
         };
         Self {
             instruments: Arc::new(instruments),
             methods: Arc::new(Methods::new(methods(descriptor_sets))),
-            open,
         }
     }
 }
@@ -142,9 +139,28 @@ fn methods(descriptor_sets: &[&[u8]]) -> HashSet<Box<str>> {
 }
 
 impl GrpcServerLayer {
-    /// The calls open through this layer (and every service it wraps), for the server's shutdown.
-    pub fn calls(&self) -> super::ServerCalls {
-        super::ServerCalls(Arc::clone(&self.open))
+    /// How this layer's calls (through every service it wraps) that end before their status is
+    /// known are recorded, for the layer's owner to say once it ends calls itself.
+    pub fn unfinished(&self) -> Unfinished {
+        Unfinished(Arc::clone(&self.instruments))
+    }
+}
+
+/// A handle on how the calls of one [`GrpcServerLayer`] that end before their status is known
+/// (their response is dropped: the connection closed, the client reset the stream) are recorded.
+/// Unless told otherwise such a call is recorded as CANCELLED, its peer's doing (or
+/// DEADLINE_EXCEEDED once its deadline has passed); a server that ends calls itself says so here
+/// first.
+#[derive(Clone, Debug)]
+pub struct Unfinished(Arc<Instruments>);
+
+impl Unfinished {
+    /// From now on, a call that ends before its status is known is recorded with `code` and
+    /// `message`, on its span and in its metrics, as any call with that status (with `error.type`
+    /// and an ERROR span status for the codes that mean the server failed). Only the first call
+    /// counts: the status stays for the layer's life.
+    pub fn record_as(&self, code: tonic::Code, message: &'static str) {
+        let _ = self.0.unfinished.set((code, message));
     }
 }
 
