@@ -12,6 +12,7 @@
 
 pub mod balance;
 pub mod cli;
+mod deadline;
 pub mod discovery;
 pub mod load;
 pub mod replay;

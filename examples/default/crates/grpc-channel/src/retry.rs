@@ -41,6 +41,7 @@ use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
 use crate::ServiceInfo;
+use crate::deadline::StreamDeadline;
 use crate::replay::{Replay, ReplayBody};
 
 /// The most attempts a call may make, whatever the settings say (gRFC A6's cap).
@@ -510,7 +511,9 @@ where
             // end ends the call.
             Ok(Ok(response)) if !response.headers().contains_key(GRPC_STATUS) => {
                 calls.succeeded();
-                return Ok(response.map(tonic::body::Body::new));
+                return Ok(response.map(|body| {
+                    tonic::body::Body::new(StreamDeadline::new(body, deadline, timeout))
+                }));
             }
             Ok(Ok(response)) => match tonic::Status::from_header_map(response.headers()) {
                 Some(status) if status.code() == Code::Ok => {

@@ -1,6 +1,6 @@
 //! The test service and its client, hand-written over tonic's generic `Grpc` with `u64` messages
 //! (`UInt64Value`): `Get` (unary) and `Sum` (client streaming), idempotent by the test's
-//! [`SERVICE`], and `Watch` (server streaming, not idempotent). Each call is answered as the test
+//! [`SERVICE`], and `Watch` (server streaming, not idempotent; empty, or endless). Each call is answered as the test
 //! scripts it, and recorded. The client side is tonic's generic client over the connection's
 //! channel, as a generated client is: no wrapper.
 
@@ -53,6 +53,9 @@ pub(crate) struct Scripted {
     pub(crate) gate: Option<Arc<tokio::sync::Semaphore>>,
     /// Gets a permit each time a call is seen.
     pub(crate) arrived: Arc<tokio::sync::Notify>,
+    /// `Watch` streams a message every 10 ms until the caller goes away, whatever its deadline
+    /// (the replica has no deadline layer: a server this workspace did not make).
+    pub(crate) endless: bool,
 }
 
 impl Scripted {
@@ -169,10 +172,18 @@ impl tower::Service<http::Request<tonic::body::Body>> for Scripted {
                 // An empty stream once the scripted answer lets it start.
                 let handler = tower::service_fn(move |r: Request<u64>| {
                     let answer = scripted.answer(&r);
+                    let endless = scripted.endless;
                     async move {
                         answer?;
-                        let empty: MessageStream = Box::pin(tokio_stream::empty());
-                        Ok::<_, Status>(Response::new(empty))
+                        let stream: MessageStream = if endless {
+                            let ticks = tokio_stream::wrappers::IntervalStream::new(
+                                tokio::time::interval(Duration::from_millis(10)),
+                            );
+                            Box::pin(tokio_stream::StreamExt::map(ticks, |_| Ok(1)))
+                        } else {
+                            Box::pin(tokio_stream::empty())
+                        };
+                        Ok::<_, Status>(Response::new(stream))
                     }
                 });
                 grpc.server_streaming(handler, request).await

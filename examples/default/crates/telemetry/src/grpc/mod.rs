@@ -390,7 +390,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         record: Option<CallRecord>,
-        deadline: Deadline,
         framing: Framing,
         carried: Carried,
     }
@@ -417,9 +416,6 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let _attached = this.carried.attach();
-        if let Some(poll) = this.deadline.poll_expired(cx, this.record.as_mut()) {
-            return poll;
-        }
         let frame = ready!(this.inner.poll_frame(cx));
         if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
@@ -430,12 +426,6 @@ where
                 .messages
                 .response
                 .fetch_add(messages, Ordering::Relaxed);
-        }
-        if frame
-            .as_ref()
-            .is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers))
-        {
-            this.deadline.disarm();
         }
         if let Some(record) = this.record {
             match &frame {
@@ -454,7 +444,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.deadline.expired || self.inner.is_end_stream()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -581,66 +571,12 @@ pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
     })
 }
 
-/// What `Body::poll_frame` returns.
-type FramePoll<D, E> = Poll<Option<Result<Frame<D>, E>>>;
-
-/// A client's response stream deadline: when it passes before the status, the stream ends there
-/// with DEADLINE_EXCEEDED trailers, recorded as such; the inner body is dropped with the response.
-/// (A server's streams have theirs from the server's own deadline layer, inside the server layer,
-/// which records its DEADLINE_EXCEEDED trailers like any status.)
-struct Deadline {
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    expired: bool,
-}
-
-impl Deadline {
-    fn new(at: Option<tokio::time::Instant>) -> Self {
-        Self {
-            sleep: at.map(|at| Box::pin(tokio::time::sleep_until(at))),
-            expired: false,
-        }
-    }
-
-    /// The stream ended on its own: the deadline no longer applies.
-    fn disarm(&mut self) {
-        self.sleep = None;
-    }
-
-    /// `Some` when the deadline has passed: the DEADLINE_EXCEEDED trailers, then the stream's end.
-    fn poll_expired<D, E>(
-        &mut self,
-        cx: &mut Context<'_>,
-        record: Option<&mut CallRecord>,
-    ) -> Option<FramePoll<D, E>> {
-        if self.expired {
-            return Some(Poll::Ready(None));
-        }
-        self.sleep.as_mut()?.as_mut().poll(cx).is_ready().then(|| {
-            self.sleep = None;
-            self.expired = true;
-            let message = "the deadline passed before the stream ended";
-            if let Some(record) = record {
-                record.finish(Code::DeadlineExceeded, message);
-            }
-            let mut trailers = http::HeaderMap::new();
-            trailers.insert("grpc-status", http::HeaderValue::from_static("4"));
-            trailers.insert(
-                "grpc-message",
-                http::HeaderValue::from_static("deadline%20exceeded"),
-            );
-            Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-        })
-    }
-}
-
 pin_project_lite::pin_project! {
     /// The inner service's response future, run inside the call's span.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
         record: Option<CallRecord>,
-        // A client's stream deadline (see `Deadline`).
-        stream_deadline: Option<tokio::time::Instant>,
         carried: Carried,
         // A client attempt's logical call, which goes on with this attempt if it commits.
         call: Option<ClientCall>,
@@ -677,16 +613,15 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, Span::none()),
             record: None,
-            stream_deadline: None,
             carried: Carried::default(),
             call: None,
         }
     }
 
     /// Calls `inner` with `request` as one instrumented call: run inside `span`, its request
-    /// messages counted, its outcome recorded in `instruments` under `labels`, and, on a client,
-    /// its response stream ended as DEADLINE_EXCEEDED once the call's `grpc-timeout` passes (tonic
-    /// enforces it only until the response headers, so a stream would otherwise outlive it).
+    /// messages counted, its outcome recorded in `instruments` under `labels`. The call's
+    /// `grpc-timeout` only classifies how it ended (see [`CallRecord::expired`]); enforcing it is
+    /// the server's deadline layer's job, and the client channel's.
     fn traced<S, ReqBody, ResBody>(
         inner: &mut S,
         request: http::Request<ReqBody>,
@@ -703,7 +638,6 @@ impl<F> ResponseFuture<F> {
         ReqBody: Body<Data = prost::bytes::Bytes> + Send + 'static,
         ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let client = instruments.side == Side::Client;
         let mut record = CallRecord::new(span.clone(), labels, instruments);
         let deadline =
             grpc_timeout(request.headers()).map(|timeout| tokio::time::Instant::now() + timeout);
@@ -712,7 +646,6 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: tracing::Instrument::instrument(inner, span),
             record: Some(record),
-            stream_deadline: deadline.filter(|_| client),
             carried: Carried::default(),
             call: None,
         }
@@ -765,12 +698,10 @@ where
                 {
                     record.call = call.commit(&record.messages);
                 }
-                let deadline = Deadline::new(*this.stream_deadline);
                 let carried = this.carried.take();
                 Ok(response.map(|inner| TracedBody {
                     inner,
                     record,
-                    deadline,
                     framing: Framing::default(),
                     carried,
                 }))

@@ -319,3 +319,43 @@ async fn a_deadline_ends_the_call_and_the_handlers_work() {
     );
     assert_ne!(server_span.attributes["rpc.status_code"], "OK");
 }
+
+/// tonic enforces `grpc-timeout` only until the response headers; a server that does not enforce
+/// it either (this replica has no deadline layer) would stream on past the call's deadline.
+#[tokio::test]
+async fn a_stream_from_a_server_that_ignores_the_deadline_ends_at_it() {
+    let service = Scripted {
+        endless: true,
+        ..Scripted::default()
+    };
+    let replica = serve(service).await;
+    let client = client_of(&replica, quick()).await;
+    let id = unique_id("stream-deadline");
+    let started = Instant::now();
+    let mut stream = watch(&client.with_timeout(Duration::from_millis(300)), &id)
+        .await
+        .unwrap();
+    let mut received = 0;
+    let status = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) => panic!("the stream ended without its status"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the call's deadline ends the stream");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(received >= 3, "mid-stream: {received} messages came first");
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    let spans = world().trace_of(&id, 3).await;
+    let call = span(&spans, "grpc.client.Watch");
+    assert_eq!(call.attributes["rpc.status_code"], "DEADLINE_EXCEEDED");
+}
