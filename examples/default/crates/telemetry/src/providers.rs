@@ -102,19 +102,19 @@ pub(crate) fn build(
     };
     providers.logger = match settings.logs.exporter {
         ExporterKind::None => None,
-        ExporterKind::Console => Some(logger_provider(ConsoleExporter, resource)),
+        ExporterKind::Console => Some(logger_provider(ConsoleExporter, settings, resource)),
         ExporterKind::Otlp => otlp_log_exporter(&settings.logs)
             .map_err(|e| warnings.push(export_warning("logs", &settings.logs, &e)))
             .ok()
-            .map(|exporter| logger_provider(exporter, resource)),
+            .map(|exporter| logger_provider(exporter, settings, resource)),
     };
     providers.tracer = match settings.traces.exporter {
         ExporterKind::None => None,
-        ExporterKind::Console => Some(tracer_provider(ConsoleExporter, resource)),
+        ExporterKind::Console => Some(tracer_provider(ConsoleExporter, settings, resource)),
         ExporterKind::Otlp => otlp_span_exporter(&settings.traces)
             .map_err(|e| warnings.push(export_warning("traces", &settings.traces, &e)))
             .ok()
-            .map(|exporter| tracer_provider(exporter, resource)),
+            .map(|exporter| tracer_provider(exporter, settings, resource)),
     };
     if providers.tracer.is_none() {
         providers.tracer = propagating_only(settings, resource);
@@ -196,24 +196,41 @@ otlp_exporter!(otlp_log_exporter, opentelemetry_otlp::LogExporter);
 
 pub(crate) fn tracer_provider(
     exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+    settings: &Settings,
     resource: &Resource,
 ) -> SdkTracerProvider {
     // The batch processor runs on its own thread and drops (never blocks) when its queue is full.
     // Before it, gRPC spans get their status from their code alone (grpc::StatusFromCode).
     let exporter = Watched::new("spans", exporter);
-    let batch = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build();
+    let mut batch = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter);
+    if let Some(size) = settings.span_export_batch {
+        // The builder's default reads the other OTEL_BSP_* variables still.
+        let config = opentelemetry_sdk::trace::BatchConfigBuilder::default()
+            .with_max_export_batch_size(size)
+            .build();
+        batch = batch.with_batch_config(config);
+    }
     SdkTracerProvider::builder()
-        .with_span_processor(crate::grpc::StatusFromCode(batch))
+        .with_span_processor(crate::grpc::StatusFromCode(batch.build()))
         .with_resource(resource.clone())
         .build()
 }
 
 pub(crate) fn logger_provider(
     exporter: impl opentelemetry_sdk::logs::LogExporter + 'static,
+    settings: &Settings,
     resource: &Resource,
 ) -> SdkLoggerProvider {
+    let exporter = Watched::new("log records", exporter);
+    let mut batch = opentelemetry_sdk::logs::BatchLogProcessor::builder(exporter);
+    if let Some(size) = settings.log_export_batch {
+        let config = opentelemetry_sdk::logs::BatchConfigBuilder::default()
+            .with_max_export_batch_size(size)
+            .build();
+        batch = batch.with_batch_config(config);
+    }
     SdkLoggerProvider::builder()
-        .with_batch_exporter(Watched::new("log records", exporter))
+        .with_log_processor(batch.build())
         .with_resource(resource.clone())
         .build()
 }

@@ -131,6 +131,11 @@ pub struct Settings {
     pub propagate_baggage: bool,
     /// Problems found while reading; each names the variable and the value used instead.
     pub warnings: Vec<String>,
+    /// Export batches of spans and of log records of at most this many, set in code where the
+    /// environment sets none (`None`: the SDK's size, from `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and
+    /// `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE` or their default, 512).
+    pub(crate) span_export_batch: Option<usize>,
+    pub(crate) log_export_batch: Option<usize>,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
@@ -203,6 +208,8 @@ impl Settings {
             propagate_trace_context,
             propagate_baggage,
             warnings: reader.warnings,
+            span_export_batch: None,
+            log_export_batch: None,
         }
     }
 }

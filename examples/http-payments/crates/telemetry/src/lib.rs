@@ -208,9 +208,9 @@ impl Telemetry {
     ) -> Self {
         self.exporters = Some(Box::new(move |settings, resource, _warnings| {
             providers::Providers {
-                tracer: Some(providers::tracer_provider(spans, resource)),
+                tracer: Some(providers::tracer_provider(spans, settings, resource)),
                 meter: Some(providers::meter_provider(metrics, settings, resource)),
-                logger: Some(providers::logger_provider(logs, resource)),
+                logger: Some(providers::logger_provider(logs, settings, resource)),
                 propagation_only: false,
             }
         }));
@@ -242,6 +242,10 @@ impl Telemetry {
         let filter = subscriber::log_filter((self.env)("RUST_LOG").as_deref(), &mut warnings);
         let threads =
             sched::ThreadClass::parse((self.env)("TELEMETRY_THREADS").as_deref(), &mut warnings);
+        settings.span_export_batch =
+            threads.export_batch((self.env)("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_some());
+        settings.log_export_batch =
+            threads.export_batch((self.env)("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE").is_some());
         // Every thread of the telemetry (the I/O thread, the SDK's batch and reader threads, the
         // stdout writer) is started from one that entered their scheduling class first: a thread
         // inherits its creator's, and the SDK has no hook of its own.
