@@ -50,6 +50,11 @@ SPANS_PER_CALL = 3  # grpc.server.ProcessRequest, process-business-logic, databa
 CONTENDERS = ("bare", "off", "full")
 
 
+def idle_class() -> list[str]:
+    """The command prefix that runs a process at SCHED_IDLE, or none where chrt is missing."""
+    return ["chrt", "--idle", "0"] if shutil.which("chrt") else []
+
+
 @dataclass
 class Shape:
     """One load: h2load's connections (-c), streams per connection (-m), and a rate (--rps per
@@ -69,7 +74,7 @@ class Shape:
 
     def describe(self) -> str:
         rate = f", {self.rps * self.connections} req/s offered" if self.rps else ""
-        collector = ", collector at SCHED_IDLE" if self.latency and shutil.which("chrt") else ""
+        collector = ", collector at SCHED_IDLE" if self.latency and idle_class() else ""
         return (f"{self.name}: DB_LATENCY_MS={self.db_latency_ms}, h2load -c {self.connections} "
                 f"-m {self.streams}, {self.requests} calls{rate}{collector}")
 
@@ -147,7 +152,7 @@ class Collector:
         # decoding would delay h2load's next request and show up as the server's latency (by
         # ~150 µs at p99 for full telemetry, measured); at SCHED_IDLE it runs when h2load waits.
         self.cpus = cpus
-        self.prefix = ["chrt", "--idle", "0"] if idle and shutil.which("chrt") else []
+        self.prefix = idle_class() if idle else []
         self.python = python
         self.direct = direct
         self.receiver: procs.ManagedProcess | None = None
