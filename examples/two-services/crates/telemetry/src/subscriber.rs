@@ -172,7 +172,7 @@ where
     // span events); it cannot be wrapped, its span context is found by downcasting. Inner layers
     // run first: the ids layer needs the OpenTelemetry layer's context, the line writers the
     // fields the storage layer keeps.
-    let lines = JsonStorageLayer
+    let lines = SpanFields { span_lines }
         .and_then(OtelIdsLayer::new())
         .and_then(bunyan)
         .and_then(human)
@@ -180,6 +180,94 @@ where
     tracing_subscriber::registry()
         .with(traces.with_filter(wanted.and(exported_span_or_warning)))
         .with(lines.with_filter(wanted.and(any)))
+}
+
+/// bunyan's span storage (`JsonStorage`, what its formatter reads): the fields of each span and of
+/// its parents, for the lines logged inside it. As `JsonStorageLayer` keeps it, with two
+/// differences that leave every line the same. The fields that steer tracing-opentelemetry
+/// ([`CONTROL_FIELDS`]) are never stored, instead of stored, copied into every child span and
+/// skipped by the formatter, whose skip list hashes the key of every field of every line (~2k
+/// instructions a line). And the storage's timing (an `Instant` kept at the first enter,
+/// `elapsed_milliseconds` stored at close) is kept only for the span START/END lines, the only
+/// lines that read it: otherwise it is a clock read and two extension locks on every enter.
+struct SpanFields {
+    span_lines: bool,
+}
+
+/// Records a span's fields into its storage, but the [`CONTROL_FIELDS`].
+struct StoredFields<'a>(&'a mut JsonStorage<'static>);
+
+impl tracing::field::Visit for StoredFields<'_> {
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if !CONTROL_FIELDS.contains(&field.name()) {
+            self.0.record_i64(field, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if !CONTROL_FIELDS.contains(&field.name()) {
+            self.0.record_u64(field, value);
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if !CONTROL_FIELDS.contains(&field.name()) {
+            self.0.record_f64(field, value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if !CONTROL_FIELDS.contains(&field.name()) {
+            self.0.record_bool(field, value);
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !CONTROL_FIELDS.contains(&field.name()) {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if !CONTROL_FIELDS.contains(&field.name()) {
+            self.0.record_debug(field, value);
+        }
+    }
+}
+
+impl<S> Layer<S> for SpanFields
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        // A child starts from its parent's fields; its own override them.
+        let mut storage = span
+            .parent()
+            .and_then(|parent| parent.extensions().get::<JsonStorage<'static>>().cloned())
+            .unwrap_or_default();
+        attrs.record(&mut StoredFields(&mut storage));
+        span.extensions_mut().insert(storage);
+    }
+
+    fn on_record(&self, id: &Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(storage) = span.extensions_mut().get_mut::<JsonStorage<'static>>() {
+            values.record(&mut StoredFields(storage));
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if self.span_lines {
+            JsonStorageLayer.on_enter(id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if self.span_lines {
+            JsonStorageLayer.on_close(id, ctx);
+        }
+    }
 }
 
 /// The OTLP log bridge, given only the events that are exported as log records.
@@ -236,16 +324,15 @@ fn any(_: &Metadata<'_>) -> bool {
 }
 
 /// Fields that steer tracing-opentelemetry (the span's name and kind), not data: every line inside
-/// the span would repeat them.
+/// the span would repeat them, so they are not stored for the lines (`SpanFields`).
 const CONTROL_FIELDS: [&str; 2] = ["otel.name", "otel.kind"];
 
 fn bunyan_layer<W>(name: String, writer: W) -> BunyanFormattingLayer<W>
 where
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    let layer = BunyanFormattingLayer::new(name, writer);
-    let skipped = layer.skip_fields(CONTROL_FIELDS.into_iter());
-    skipped.unwrap_or_else(|_| unreachable!("no bunyan core field is skipped"))
+    // No skip list: the control fields are never stored (`SpanFields`).
+    BunyanFormattingLayer::new(name, writer)
 }
 
 /// Bunyan writes a line when a span starts and ends; exported traces carry that, and the lines
@@ -413,7 +500,88 @@ fn to_hex<'a>(bytes: &[u8], out: &'a mut [u8; 32]) -> &'a str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::{is_transport, to_hex};
+
+    /// Where a test's subscriber writes its lines.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        /// The text written, and each of its lines as JSON.
+        fn lines(&self) -> (String, Vec<serde_json::Value>) {
+            let text =
+                String::from_utf8(self.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+            let lines = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect();
+            (text, lines)
+        }
+    }
+
+    /// A line carries the fields of its span and of the span's parents, the innermost winning,
+    /// but not the fields that steer tracing-opentelemetry; with span lines on, a span's END line
+    /// still says how long it took.
+    #[test]
+    fn lines_carry_the_span_fields_but_not_the_control_fields() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = super::build(
+            "test".to_owned(),
+            "info".parse().expect("a filter"),
+            move || writer.clone(),
+            true,
+            None,
+            None,
+            super::LineFormat::default(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!(
+                "outer",
+                otel.name = "grpc.server.Method",
+                otel.kind = "server",
+                rpc.method = "pkg.Service/Method",
+                request.id = tracing::field::Empty,
+            );
+            outer.record("request.id", "from-the-outer-span");
+            outer.in_scope(|| {
+                tracing::info_span!("inner", request.id = "r-1").in_scope(|| {
+                    tracing::info!(attempt = 2, "inside");
+                });
+            });
+        });
+        let (text, lines) = buffer.lines();
+        let event = lines
+            .iter()
+            .find(|l| l["msg"].as_str().is_some_and(|m| m.ends_with("inside")))
+            .unwrap_or_else(|| panic!("the event's line: {text}"));
+        assert_eq!(event["rpc.method"], "pkg.Service/Method", "{text}");
+        assert_eq!(event["request.id"], "r-1", "{text}");
+        assert_eq!(event["attempt"], 2, "{text}");
+        for line in &lines {
+            for field in super::CONTROL_FIELDS {
+                assert!(line.get(field).is_none(), "{field} on {line}");
+            }
+        }
+        let end = lines
+            .iter()
+            .find(|l| l["msg"] == "[OUTER - END]")
+            .unwrap_or_else(|| panic!("the outer span's END line: {text}"));
+        assert!(end["elapsed_milliseconds"].is_u64(), "{end}");
+        assert_eq!(end["request.id"], "from-the-outer-span", "{end}");
+    }
 
     #[test]
     fn ids_print_as_lowercase_hex() {
@@ -428,19 +596,6 @@ mod tests {
     /// its line says them in `msg`, instead of the crate's name bunyan would fall back to.
     #[test]
     fn an_sdk_diagnostic_without_a_message_says_what_failed_in_msg() {
-        use std::sync::{Arc, Mutex};
-
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("not poisoned").extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = super::build(
@@ -460,12 +615,7 @@ mod tests {
             );
             tracing::warn!(target: "opentelemetry_otlp", message = "a message of its own");
         });
-        let text =
-            String::from_utf8(buffer.0.lock().expect("not poisoned").clone()).expect("UTF-8");
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect();
+        let (text, lines) = buffer.lines();
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(
             lines[0]["msg"],

@@ -209,6 +209,13 @@ where
         };
         let labels = self.methods.labels(&mut path);
 
+        // The peer is known now: given at creation, not recorded after (each `record` is a
+        // dispatch through every layer, ~1.2k instructions).
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr());
+        let peer_address = peer.map(|peer| peer.ip().to_string());
         let span = tracing::info_span!(
             "grpc.server",
             otel.name = format!("grpc.server.{}", path.method()),
@@ -217,8 +224,8 @@ where
             rpc.method = &*path.rpc_method(),
             rpc.status_code = Empty,
             error.type = Empty,
-            network.peer.address = Empty,
-            network.peer.port = Empty,
+            network.peer.address = peer_address.as_deref(),
+            network.peer.port = peer.map(|peer| i64::from(peer.port())),
         );
         if !path.known {
             // Caller input, bounded like every other caller-supplied value.
@@ -231,14 +238,6 @@ where
             .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
         {
             span.set_attribute("grpc.previous_rpc_attempts", i64::from(previous));
-        }
-        if let Some(peer) = request
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-        {
-            span.record("network.peer.address", peer.ip().to_string());
-            span.record("network.peer.port", i64::from(peer.port()));
         }
         // A missing or malformed traceparent yields an empty context: the span starts a new trace.
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
