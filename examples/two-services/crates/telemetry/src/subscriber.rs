@@ -121,6 +121,9 @@ where
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
+            // tracing's target (`telemetry::grpc::server`, the handler's module) as a `target`
+            // attribute on every span: in no convention and not in the contract (TELEMETRY.md).
+            .with_target(false)
             .with_tracked_inactivity(false)
             // The RPC's status comes from its gRPC code (grpc::CallRecord::finish), not from an
             // event's `error` field. tracing-opentelemetry 0.34 still marks a span ERROR for any

@@ -37,6 +37,21 @@ async fn a_call_is_one_trace_from_client_to_database() {
     assert_eq!(query.parent_span_id, logic.span_id);
     for s in &spans {
         assert_eq!(s.service, proto::SERVICE_NAME);
+        // tracing's own bookkeeping is not telemetry: no span carries its target, source
+        // location, thread or busy/idle times (none is in a convention or the contract).
+        for key in [
+            "target",
+            "level",
+            "code.file.path",
+            "code.module.name",
+            "code.line.number",
+            "thread.id",
+            "thread.name",
+            "busy_ns",
+            "idle_ns",
+        ] {
+            assert!(!s.attributes.contains_key(key), "{key} on {s:?}");
+        }
         assert_ne!(s.status, "ERROR", "{s:?}");
     }
 
