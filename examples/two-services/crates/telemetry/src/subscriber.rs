@@ -503,35 +503,18 @@ fn to_hex<'a>(bytes: &[u8], out: &'a mut [u8; 32]) -> &'a str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use telemetry_testing::Capture;
 
     use super::{is_transport, to_hex};
 
-    /// Where a test's subscriber writes its lines.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("not poisoned").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Buffer {
-        /// The text written, and each of its lines as JSON.
-        fn lines(&self) -> (String, Vec<serde_json::Value>) {
-            let text =
-                String::from_utf8(self.0.lock().expect("not poisoned").clone()).expect("UTF-8");
-            let lines = text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("a JSON line"))
-                .collect();
-            (text, lines)
-        }
+    /// What `capture` holds: the text, and each of its lines as JSON.
+    fn json_lines(capture: &Capture) -> (String, Vec<serde_json::Value>) {
+        let lines = capture.lines();
+        let json = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        (lines.join("\n"), json)
     }
 
     /// A line carries the fields of its span and of the span's parents, the innermost winning,
@@ -539,12 +522,11 @@ mod tests {
     /// still says how long it took.
     #[test]
     fn lines_carry_the_span_fields_but_not_the_control_fields() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
+        let capture = Capture::default();
         let subscriber = super::build(
             "test".to_owned(),
             "info".parse().expect("a filter"),
-            move || writer.clone(),
+            capture.make_writer(),
             true,
             None,
             None,
@@ -565,7 +547,7 @@ mod tests {
                 });
             });
         });
-        let (text, lines) = buffer.lines();
+        let (text, lines) = json_lines(&capture);
         let event = lines
             .iter()
             .find(|l| l["msg"].as_str().is_some_and(|m| m.ends_with("inside")))
@@ -599,12 +581,11 @@ mod tests {
     /// its line says them in `msg`, instead of the crate's name bunyan would fall back to.
     #[test]
     fn an_sdk_diagnostic_without_a_message_says_what_failed_in_msg() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
+        let capture = Capture::default();
         let subscriber = super::build(
             "test".to_owned(),
             super::DEFAULT_FILTER.parse().expect("a filter"),
-            move || writer.clone(),
+            capture.make_writer(),
             false,
             None,
             None,
@@ -618,7 +599,7 @@ mod tests {
             );
             tracing::warn!(target: "opentelemetry_otlp", message = "a message of its own");
         });
-        let (text, lines) = buffer.lines();
+        let (text, lines) = json_lines(&capture);
         assert_eq!(lines.len(), 2, "{text}");
         assert_eq!(
             lines[0]["msg"],
