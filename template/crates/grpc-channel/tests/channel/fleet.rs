@@ -424,7 +424,6 @@ async fn new_calls_go_to_the_replica_with_fewer_calls_in_flight() {
 
 #[tokio::test]
 async fn each_attempt_span_names_the_replica_it_went_to() {
-    crate::helpers::world();
     // The first replica fails every call UNAVAILABLE (retried: `Get` is idempotent), the second
     // answers: each attempt span's peer must be the replica its status says it reached.
     let failing = Scripted {

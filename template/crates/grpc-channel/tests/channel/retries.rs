@@ -13,7 +13,6 @@ use crate::service::{Replica, SERVICE, Scripted, get, sum, watch};
 
 /// Serves `service` on 127.0.0.1 (any port); stops when dropped.
 async fn serve(service: Scripted) -> Replica {
-    world();
     Replica::start(service, "127.0.0.1", 0, None).await
 }
 

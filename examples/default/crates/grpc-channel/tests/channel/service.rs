@@ -238,6 +238,10 @@ impl Replica {
         port: u16,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Self {
+        // The test binary's telemetry is installed before any span is made: a span made while
+        // another test installs it would come from tracing's no-op subscriber, and its id would
+        // mean nothing to the real one (a child made after: "no span exists with that ID").
+        crate::helpers::world();
         let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
         let address = listener.local_addr().unwrap();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -300,6 +304,7 @@ fn request<M>(id: &str, message: M) -> Request<M> {
 /// Calls `Get` with `id` through tonic's generic client over the connection's channel, as a
 /// generated client does: no wrapper.
 pub(crate) async fn get(connection: &Connection, id: &str) -> Result<u64, Status> {
+    crate::helpers::world(); // as in `Replica::start`
     let mut grpc = tonic::client::Grpc::new(connection.channel().clone());
     grpc.ready().await.map_err(not_ready)?;
     let response = grpc
@@ -310,6 +315,7 @@ pub(crate) async fn get(connection: &Connection, id: &str) -> Result<u64, Status
 
 /// Calls `Watch` with `id`: the stream of its messages.
 pub(crate) async fn watch(connection: &Connection, id: &str) -> Result<Streaming<u64>, Status> {
+    crate::helpers::world(); // as in `Replica::start`
     let mut grpc = tonic::client::Grpc::new(connection.channel().clone());
     grpc.ready().await.map_err(not_ready)?;
     let response = grpc
@@ -324,6 +330,7 @@ pub(crate) async fn sum(
     id: &str,
     numbers: impl Iterator<Item = u64> + Send + 'static,
 ) -> Result<u64, Status> {
+    crate::helpers::world(); // as in `Replica::start`
     let mut grpc = tonic::client::Grpc::new(connection.channel().clone());
     grpc.ready().await.map_err(not_ready)?;
     let stream = tokio_stream::iter(numbers);
